@@ -1,1 +1,103 @@
-fn main() {}
+//! `keel-vmm`: runs one VM in the foreground.
+//!
+//! Exit status: 0 the guest powered off (or reset with --no-reboot);
+//! 1 VMM failure; 2 bad input; 3 guest crash (triple fault); 4 KVM failure;
+//! 5 the guest ignored the power button after SIGTERM and was stopped hard.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use vmm::config::{self, SerialConfig, VmConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "keel-vmm",
+    version,
+    about = "Run one Keel virtual machine in the foreground",
+    after_help = "Exit status: 0 guest powered off (or reset with --no-reboot), 1 VMM failure, \
+2 bad input, 3 guest crashed (triple fault), 4 KVM failure, 5 guest ignored the power button \
+and was stopped hard.\nSIGTERM or SIGINT press the ACPI power button; a second one stops the VM at once."
+)]
+struct Args {
+    /// Kernel to boot: a bzImage (/boot/vmlinuz-*) or an ELF vmlinux (PVH or 64-bit entry).
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+    /// Initial ramdisk.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "STR", default_value = config::DEFAULT_CMDLINE)]
+    cmdline: String,
+    /// Number of vCPUs (1 to 254, and at most what KVM allows).
+    #[arg(long, value_name = "N", default_value = "1", value_parser = config::parse_cpus)]
+    cpus: u8,
+    /// Guest memory, like 512M or 4G.
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = config::parse_memory)]
+    memory: u64,
+    /// Serial console (COM1): stdio, file=PATH, socket=PATH or off.
+    #[arg(long, value_name = "MODE", default_value = "stdio")]
+    serial: SerialConfig,
+    /// Exit (status 0) when the guest reboots instead of restarting it.
+    #[arg(long)]
+    no_reboot: bool,
+    /// Seconds the guest has to power off after SIGTERM pressed the power button.
+    #[arg(long, value_name = "SECS", default_value = "10")]
+    shutdown_timeout: u64,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            // Help and version go to stdout with status 0; usage errors are
+            // one line (clap's first) and status 2.
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.to_string();
+            let summary: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+                .collect();
+            let line = summary.join(" ");
+            eprintln!("keel-vmm: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let config = VmConfig {
+        kernel: args.kernel,
+        initrd: args.initrd,
+        cmdline: args.cmdline,
+        cpus: args.cpus,
+        memory: args.memory,
+        serial: args.serial,
+        no_reboot: args.no_reboot,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+    };
+    match vmm::run(&config) {
+        Ok(exit) => {
+            eprintln!("keel-vmm: {}", exit.describe());
+            ExitCode::from(exit.code() as u8)
+        }
+        Err(e) => {
+            eprintln!("keel-vmm: {}", chain(&e));
+            ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+        }
+    }
+}
+
+/// The error and its causes on one line: "A: B: C".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -1,1 +1,204 @@
-//! One virtual machine.
+//! One virtual machine: its configuration, its boot, its vCPU threads and
+//! the control loop that decides when it ends.
+//!
+//! Threads (see ARCHITECTURE.md): the caller's thread runs the control loop;
+//! `vcpu<N>` threads run KVM_RUN; `signals` turns SIGTERM/SIGINT into
+//! control events; `serial-in` / `serial-sock` feed console input.
+//!
+//! ```text
+//!            boot                     guest S5 / SIGTERM+S5
+//!  (start) ───────▶ Running ─────────────────────────────────▶ PoweredOff (0)
+//!                    │  ▲  guest reset
+//!                    │  └──────── rebuild (unless --no-reboot → Reset (0))
+//!                    ├── triple fault ──────────────────────▶ Crashed (3)
+//!                    ├── KVM failure ───────────────────────▶ Failed (4)
+//!                    └── SIGTERM, no S5 in time / 2nd SIGTERM ▶ HardStopped (5)
+//! ```
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use devices::rtc::Rtc;
+use devices::PowerEvent;
+
+pub mod config;
+pub mod console;
+pub mod kvm;
+mod signals;
+pub mod vcpu;
+pub mod vm;
+
+pub use config::{SerialConfig, VmConfig};
+
+use console::Console;
+use kvm::Hypervisor;
+use vcpu::VcpuStop;
+use vm::Vm;
+
+/// What the control loop hears about.
+#[derive(Debug)]
+pub enum Event {
+    Vcpu(VcpuStop),
+    Power(PowerEvent),
+    Signal(i32),
+}
+
+/// How a VM ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The guest powered off (on its own or after the power button).
+    PoweredOff,
+    /// The guest reset and `--no-reboot` was given, or it reset while
+    /// shutting down on request.
+    Reset,
+    /// Triple fault or a guest-reported crash.
+    Crashed { vcpu: u8, reason: String },
+    /// KVM failed to run a vCPU.
+    Failed { vcpu: u8, reason: String },
+    /// The guest ignored the power button and was stopped hard.
+    HardStopped,
+}
+
+impl Exit {
+    /// The process exit status for this ending.
+    pub fn code(&self) -> i32 {
+        match self {
+            Exit::PoweredOff | Exit::Reset => 0,
+            Exit::Crashed { .. } => 3,
+            Exit::Failed { .. } => 4,
+            Exit::HardStopped => 5,
+        }
+    }
+
+    /// The line (or lines) to print about it.
+    pub fn describe(&self) -> String {
+        match self {
+            Exit::PoweredOff => "guest powered off".into(),
+            Exit::Reset => "guest reset; not rebooting (--no-reboot or shutdown requested)".into(),
+            Exit::Crashed { vcpu, reason } => format!("guest crashed on vCPU {vcpu}: {reason}"),
+            Exit::Failed { vcpu, reason } => format!("KVM failed to run vCPU {vcpu}: {reason}"),
+            Exit::HardStopped => {
+                "guest did not power off after the ACPI power button; stopped it".into()
+            }
+        }
+    }
+}
+
+/// Errors that keep a VM from running.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error(transparent)]
+    Kvm(#[from] kvm::KvmError),
+    #[error(transparent)]
+    Vm(#[from] vm::VmError),
+    #[error(transparent)]
+    Console(#[from] console::ConsoleError),
+    #[error("Cannot set up signal handling")]
+    Signals(#[source] std::io::Error),
+    #[error("A vCPU did not stop; cannot reboot the guest")]
+    StuckVcpu,
+    #[error("The control channel closed unexpectedly")]
+    Channel,
+}
+
+impl VmmError {
+    /// True when the error is the user's input (exit status 2).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            VmmError::Kvm(e) => !matches!(e, kvm::KvmError::Cpuid(_)),
+            VmmError::Vm(e) => e.is_bad_input(),
+            VmmError::Console(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Runs the VM until it ends, rebooting it in place when the guest resets.
+pub fn run(config: &VmConfig) -> Result<Exit, VmmError> {
+    vm::check_inputs(config)?;
+    let hv = Hypervisor::open(config.cpus)?;
+    let (tx, rx) = mpsc::channel();
+    // Before any other thread exists, so they all inherit the blocked mask.
+    signals::start(tx.clone()).map_err(VmmError::Signals)?;
+    vcpu::install_kick_handler()
+        .map_err(|e| VmmError::Signals(std::io::Error::from_raw_os_error(e.errno())))?;
+    let console = Console::open(&config.serial)?;
+    let ram = arch::layout::ram_ranges(config.memory);
+    let below_4g = ram.first().map_or(0, |r| r.size);
+    let rtc = Arc::new(Mutex::new(Rtc::new(below_4g, config.memory - below_4g)));
+
+    loop {
+        let vm = Vm::boot(&hv, config, &console, rtc.clone(), tx.clone())?;
+        let outcome = control_loop(&vm, &rx, config)?;
+        console.detach();
+        let stopped = vm.stop();
+        match outcome {
+            Outcome::Reset if !config.no_reboot => {
+                if !stopped {
+                    return Err(VmmError::StuckVcpu);
+                }
+                eprintln!("keel-vmm: guest reset, rebooting");
+                // Events from the old VM are stale; signals are not.
+                let pending: Vec<_> = rx.try_iter().collect();
+                for ev in pending {
+                    if let Event::Signal(_) = ev {
+                        let _ = tx.send(ev);
+                    }
+                }
+            }
+            Outcome::Reset => return Ok(Exit::Reset),
+            Outcome::Exit(exit) => return Ok(exit),
+        }
+    }
+}
+
+enum Outcome {
+    Reset,
+    Exit(Exit),
+}
+
+/// Waits for the event that ends this boot.
+fn control_loop(vm: &Vm, rx: &Receiver<Event>, config: &VmConfig) -> Result<Outcome, VmmError> {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let event = match deadline {
+            None => rx.recv().map_err(|_| VmmError::Channel)?,
+            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(ev) => ev,
+                Err(RecvTimeoutError::Timeout) => return Ok(Outcome::Exit(Exit::HardStopped)),
+                Err(RecvTimeoutError::Disconnected) => return Err(VmmError::Channel),
+            },
+        };
+        match event {
+            Event::Power(PowerEvent::PowerOff) | Event::Vcpu(VcpuStop::PowerOff) => {
+                return Ok(Outcome::Exit(Exit::PoweredOff))
+            }
+            Event::Power(PowerEvent::Reset) | Event::Vcpu(VcpuStop::Reset) => {
+                // A reset while shutting down on request ends the VM.
+                return Ok(match deadline {
+                    Some(_) => Outcome::Exit(Exit::Reset),
+                    None => Outcome::Reset,
+                });
+            }
+            Event::Vcpu(VcpuStop::Crashed { vcpu, reason }) => {
+                return Ok(Outcome::Exit(Exit::Crashed { vcpu, reason }))
+            }
+            Event::Vcpu(VcpuStop::Failed { vcpu, reason }) => {
+                return Ok(Outcome::Exit(Exit::Failed { vcpu, reason }))
+            }
+            Event::Signal(sig) => {
+                if deadline.is_some() {
+                    eprintln!("keel-vmm: second signal {sig}; stopping the VM now");
+                    return Ok(Outcome::Exit(Exit::HardStopped));
+                }
+                let secs = config.shutdown_timeout.as_secs_f64();
+                eprintln!(
+                    "keel-vmm: signal {sig}: pressed the ACPI power button; stopping the VM in {secs}s if the guest does not power off"
+                );
+                vm.press_power_button();
+                deadline = Some(Instant::now() + config.shutdown_timeout);
+            }
+        }
+    }
+}
