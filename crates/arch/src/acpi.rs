@@ -15,7 +15,7 @@
 //! interrupt source override and local APIC NMI entries, and the AML
 //! `IRQNoFlags` resource descriptor.
 //!
-//! PCI comes later: a host bridge becomes one more device in [`dsdt`]'s
+//! PCI comes later: a host bridge becomes one more device in `dsdt()`'s
 //! `\_SB` scope and the MCFG one more table in [`create_acpi_tables`]'s list
 //! of XSDT entries.
 
