@@ -1,1 +1,153 @@
-fn main() {}
+//! `cargo xtask`: project tasks (a thin CLI over the `xtask` library).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use xtask::payload::Payload;
+use xtask::rig::RigOptions;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Keel project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build (or reuse) the Linux test guest from Debian packages.
+    Guest,
+    /// Build (or reuse) the PVH payload guests; print their paths.
+    Payload {
+        /// Variants to build (ok, triple-fault, reset, hang, button, echo); all by default.
+        variants: Vec<String>,
+    },
+    /// Run a shell command inside the KVM rig (an L1 VM with a real /dev/kvm).
+    Rig {
+        /// Kill the rig after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// L1's vCPUs.
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        /// L1's memory in MiB.
+        #[arg(long, default_value_t = 4096)]
+        memory: u32,
+        /// Bring a host file or directory into L1: HOST:L1PATH.
+        #[arg(long = "file", value_name = "HOST:L1PATH")]
+        files: Vec<String>,
+        /// Give L1's console to this terminal (stdin included).
+        #[arg(long)]
+        interactive: bool,
+        /// The shell command to run in L1.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Install what is needed, build everything and run all tests.
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Boot the test guest in keel-vmm with an interactive serial console.
+    Run {
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        #[arg(long, default_value = "512M")]
+        memory: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Cmd::Guest => {
+            let started = std::time::Instant::now();
+            let guest = xtask::guest::build()?;
+            println!("{}", guest.vmlinuz.display());
+            println!("{}", guest.vmlinux.display());
+            println!("{}", guest.initramfs.display());
+            eprintln!(
+                "xtask: guest {} ready in {:.2} s ({})",
+                guest.kernel_release,
+                started.elapsed().as_secs_f64(),
+                guest.manifest.display()
+            );
+            Ok(0)
+        }
+        Cmd::Payload { variants } => {
+            let selected = if variants.is_empty() {
+                Payload::ALL.to_vec()
+            } else {
+                variants
+                    .iter()
+                    .map(|v| {
+                        Payload::from_name(v).with_context(|| format!("Unknown payload {v:?}"))
+                    })
+                    .collect::<Result<_>>()?
+            };
+            for variant in selected {
+                println!(
+                    "{} {}",
+                    variant.name(),
+                    xtask::payload::build(variant)?.display()
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Rig {
+            timeout,
+            cpus,
+            memory,
+            files,
+            interactive,
+            command,
+        } => {
+            let files = files
+                .iter()
+                .map(|f| match f.rsplit_once(':') {
+                    Some((host, l1)) if !host.is_empty() && l1.starts_with('/') => {
+                        Ok((PathBuf::from(host), l1.to_string()))
+                    }
+                    _ => bail!("--file {f:?}: expected HOST:L1PATH with an absolute L1PATH"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let opts = RigOptions {
+                timeout: Duration::from_secs(timeout),
+                cpus,
+                memory_mib: memory,
+                files,
+                echo: true,
+                interactive,
+                ..RigOptions::default()
+            };
+            let started = std::time::Instant::now();
+            let out = xtask::rig::run(&opts, &command.join(" "))?;
+            eprintln!(
+                "xtask: rig exit status {} after {:.1} s",
+                out.status,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(u8::try_from(out.status).unwrap_or(1))
+        }
+        Cmd::Test { args } => {
+            xtask::tasks::test(&args)?;
+            Ok(0)
+        }
+        Cmd::Run { cpus, memory } => {
+            Ok(u8::try_from(xtask::tasks::run(cpus, &memory)?).unwrap_or(1))
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The Linux test guest: Debian's stock cloud kernel and a busybox initramfs
+//! whose /init (`assets/guest-init.sh`) runs what the kernel command line
+//! asks. Built from Debian packages only (`apt-get download` + `dpkg-deb
+//! -x`), cached, and rebuilt only when an input changes.
+//!
+//! Output, in `<cache>/guest/`: `vmlinuz` (the stock bzImage), `vmlinux`
+//! (the ELF inside it, with its PVH note), `initramfs.cpio.gz` and
+//! `manifest.txt` (the inputs: package names, versions, sha256).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use flate2::write::GzEncoder;
+
+use crate::apt::{self, Spec, Unpacked};
+use crate::cpio::CpioWriter;
+use crate::host;
+use crate::kernel;
+use crate::paths;
+use crate::util::{run_captured, sha256_hex, write_atomic, FileLock};
+
+/// Bump when the builder's output changes for the same inputs.
+const BUILDER_VERSION: u32 = 1;
+
+const GUEST_INIT: &str = include_str!("../assets/guest-init.sh");
+const POWER_BUTTON: &str = include_str!("../assets/power-button.sh");
+const CMOS_TOGGLE: &str = include_str!("../assets/cmos-toggle.S");
+
+/// The Debian packages a guest is made of.
+pub const KERNEL_SPEC: Spec = Spec::DependencyOf {
+    meta: "linux-image-cloud-amd64",
+    prefix: "linux-image-",
+};
+pub const BUSYBOX_SPEC: Spec = Spec::Package("busybox-static");
+
+/// Modules loaded by the guest's /init, in dependency order (the package
+/// has no modules.dep). `button` + `evdev` give the ACPI power button as
+/// KEY_POWER for busybox acpid.
+pub const GUEST_MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio-rng",
+    "virtio_console",
+    "virtio_balloon",
+    "failover",
+    "net_failover",
+    "virtio_net",
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
+    "vmw_vsock_virtio_transport",
+    "button",
+    "evdev",
+];
+
+/// What the guest does after `keel.cmd` (the `keel.then=` parameter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    Poweroff,
+    Reboot,
+    /// Reboot once (tracked in CMOS NVRAM), then power off.
+    RebootOnce,
+    /// Sleep forever: only the power button ends it.
+    Wait,
+    Shell,
+}
+
+impl Then {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Then::Poweroff => "poweroff",
+            Then::Reboot => "reboot",
+            Then::RebootOnce => "reboot-once",
+            Then::Wait => "wait",
+            Then::Shell => "shell",
+        }
+    }
+}
+
+/// The kernel command-line words that make the guest run `cmd` and then do
+/// `then`: `keel.cmd=<base64> keel.then=<then>`.
+pub fn cmdline_args(cmd: &str, then: Then) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(cmd);
+    format!("keel.cmd={b64} keel.then={}", then.as_str())
+}
+
+/// A built guest.
+#[derive(Clone, Debug)]
+pub struct Guest {
+    pub vmlinuz: PathBuf,
+    pub vmlinux: PathBuf,
+    pub initramfs: PathBuf,
+    pub manifest: PathBuf,
+    /// `uname -r` of the kernel.
+    pub kernel_release: String,
+    /// The unpacked kernel package (for its modules).
+    pub kernel_root: PathBuf,
+}
+
+/// Builds (or reuses) the guest in the default cache.
+pub fn build() -> Result<Guest> {
+    build_in(&paths::cache_dir()?)
+}
+
+/// Builds (or reuses) the guest in `<cache>/guest/`.
+pub fn build_in(cache: &Path) -> Result<Guest> {
+    let _lock = FileLock::acquire(&cache.join(".guest.lock"))?;
+    let unpacked = apt::fetch(cache, &[KERNEL_SPEC, BUSYBOX_SPEC])?;
+    let (kernel_pkg, busybox_pkg) = (&unpacked[0], &unpacked[1]);
+    let kernel_release = kernel_release(&kernel_pkg.root)?;
+    let dir = cache.join("guest");
+    let guest = Guest {
+        vmlinuz: dir.join("vmlinuz"),
+        vmlinux: dir.join("vmlinux"),
+        initramfs: dir.join("initramfs.cpio.gz"),
+        manifest: dir.join("manifest.txt"),
+        kernel_release: kernel_release.clone(),
+        kernel_root: kernel_pkg.root.clone(),
+    };
+    let manifest = manifest_text(&unpacked);
+    let fresh = fs::read_to_string(&guest.manifest).ok().as_deref() == Some(manifest.as_str())
+        && [&guest.vmlinuz, &guest.vmlinux, &guest.initramfs]
+            .iter()
+            .all(|p| p.exists());
+    if fresh {
+        return Ok(guest);
+    }
+    eprintln!("xtask: building the test guest ({kernel_release})");
+    fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
+    let _ = fs::remove_file(&guest.manifest);
+
+    let bz_path = kernel_pkg
+        .root
+        .join("boot")
+        .join(format!("vmlinuz-{kernel_release}"));
+    let bz = fs::read(&bz_path).with_context(|| format!("Reading {}", bz_path.display()))?;
+    let elf = kernel::extract_vmlinux(&bz).context("Extracting vmlinux from the bzImage")?;
+    if kernel::pvh_entry(&elf)?.is_none() {
+        bail!("The extracted vmlinux has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)");
+    }
+    let cmos_toggle = assemble_static(&dir, "cmos-toggle", CMOS_TOGGLE)?;
+    let initramfs = initramfs(
+        &kernel_pkg.root,
+        &kernel_release,
+        &busybox_pkg.root,
+        &cmos_toggle,
+    )?;
+    write_atomic(&guest.vmlinuz, &bz)?;
+    write_atomic(&guest.vmlinux, &elf)?;
+    write_atomic(&guest.initramfs, &initramfs)?;
+    write_atomic(&guest.manifest, manifest.as_bytes())?;
+    Ok(guest)
+}
+
+fn manifest_text(unpacked: &[Unpacked]) -> String {
+    let mut text = format!("# Keel test guest; builder version {BUILDER_VERSION}\n");
+    for u in unpacked {
+        let p = &u.package;
+        text.push_str(&format!(
+            "package {} {} sha256:{}\n",
+            p.name, p.version, p.sha256
+        ));
+    }
+    text.push_str(&format!(
+        "asset guest-init.sh sha256:{}\n",
+        sha256_hex(GUEST_INIT.as_bytes())
+    ));
+    text.push_str(&format!(
+        "asset power-button.sh sha256:{}\n",
+        sha256_hex(POWER_BUTTON.as_bytes())
+    ));
+    text.push_str(&format!(
+        "asset cmos-toggle.S sha256:{}\n",
+        sha256_hex(CMOS_TOGGLE.as_bytes())
+    ));
+    text.push_str(&format!("modules {}\n", GUEST_MODULES.join(" ")));
+    text
+}
+
+/// The kernel release (`6.1.0-…-cloud-amd64`) of an unpacked kernel package.
+pub fn kernel_release(kernel_root: &Path) -> Result<String> {
+    let boot = kernel_root.join("boot");
+    for entry in fs::read_dir(&boot).with_context(|| format!("Listing {}", boot.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(release) = name.strip_prefix("vmlinuz-") {
+            return Ok(release.to_string());
+        }
+    }
+    bail!("No vmlinuz-* in {}", boot.display())
+}
+
+/// Every `*.ko` under the package's `lib/modules/<release>/kernel`, by name.
+pub fn module_index(kernel_root: &Path, release: &str) -> Result<HashMap<String, PathBuf>> {
+    fn walk(dir: &Path, out: &mut HashMap<String, PathBuf>) -> Result<()> {
+        for entry in fs::read_dir(dir).with_context(|| format!("Listing {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                if let Some(module) = name.strip_suffix(".ko") {
+                    out.insert(module.to_string(), path.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut index = HashMap::new();
+    walk(
+        &kernel_root.join("lib/modules").join(release).join("kernel"),
+        &mut index,
+    )?;
+    Ok(index)
+}
+
+/// Adds the busybox skeleton every initramfs of ours starts with: the
+/// directories, /dev/console, and /bin/busybox with /bin/sh.
+pub fn add_busybox_base<W: Write>(cpio: &mut CpioWriter<W>, busybox_root: &Path) -> Result<()> {
+    for dir in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run", "etc", "root",
+    ] {
+        cpio.dir(dir, 0o755)?;
+    }
+    cpio.char_dev("dev/console", 0o600, 5, 1)?;
+    cpio.host_path(&busybox_root.join("bin/busybox"), "bin/busybox")?;
+    cpio.symlink("bin/sh", "busybox")?;
+    Ok(())
+}
+
+/// Adds `modules` from the kernel package at `lib/modules/<release>/<name>.ko`
+/// and lists the ones found, in order, in `list_path`. Returns the missing.
+pub fn add_modules<W: Write>(
+    cpio: &mut CpioWriter<W>,
+    kernel_root: &Path,
+    release: &str,
+    modules: &[&str],
+    list_path: &str,
+) -> Result<Vec<String>> {
+    let index = module_index(kernel_root, release)?;
+    let mut list = String::new();
+    let mut missing = Vec::new();
+    for module in modules {
+        list.push_str(module);
+        list.push('\n');
+        match index.get(*module) {
+            Some(path) => cpio.host_path(path, &format!("lib/modules/{release}/{module}.ko"))?,
+            None => missing.push((*module).to_string()),
+        }
+    }
+    cpio.file(list_path, 0o644, list.as_bytes())?;
+    Ok(missing)
+}
+
+/// Assembles a static, libc-free x86-64 Linux program (GNU as + ld).
+fn assemble_static(work_dir: &Path, name: &str, source: &str) -> Result<Vec<u8>> {
+    host::ensure(&[host::AS, host::LD])?;
+    let work = work_dir.join(format!(".build-{name}-{}", std::process::id()));
+    fs::create_dir_all(&work).with_context(|| format!("Creating {}", work.display()))?;
+    let result = (|| -> Result<Vec<u8>> {
+        let (src, obj, bin) = (work.join("p.S"), work.join("p.o"), work.join("p"));
+        fs::write(&src, source)?;
+        run_captured(Command::new("as").arg("--64").arg("-o").arg(&obj).arg(&src))?;
+        run_captured(
+            Command::new("ld")
+                .args(["-static", "-s", "-o"])
+                .arg(&bin)
+                .arg(&obj),
+        )?;
+        Ok(fs::read(&bin)?)
+    })();
+    let _ = fs::remove_dir_all(&work);
+    result.with_context(|| format!("Building {name}"))
+}
+
+fn initramfs(
+    kernel_root: &Path,
+    release: &str,
+    busybox_root: &Path,
+    cmos_toggle: &[u8],
+) -> Result<Vec<u8>> {
+    let mut cpio = CpioWriter::new(GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    add_busybox_base(&mut cpio, busybox_root)?;
+    let missing = add_modules(
+        &mut cpio,
+        kernel_root,
+        release,
+        GUEST_MODULES,
+        "etc/keel-modules",
+    )?;
+    if !missing.is_empty() {
+        eprintln!(
+            "xtask: warning: the kernel package lacks modules {}",
+            missing.join(" ")
+        );
+    }
+    cpio.file("etc/acpi/PWRF/00000080", 0o755, POWER_BUTTON.as_bytes())?;
+    cpio.file("bin/cmos-toggle", 0o755, cmos_toggle)?;
+    cpio.file("init", 0o755, GUEST_INIT.as_bytes())?;
+    let gz = cpio.finish()?;
+    Ok(gz.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_carries_the_command_in_base64() {
+        let args = cmdline_args("echo hi; nproc", Then::RebootOnce);
+        assert_eq!(args, "keel.cmd=ZWNobyBoaTsgbnByb2M= keel.then=reboot-once");
+        assert!(!args.contains(' ') || args.split(' ').count() == 2);
+    }
+
+    #[test]
+    fn init_script_handles_every_then() {
+        for then in [
+            Then::Poweroff,
+            Then::Reboot,
+            Then::RebootOnce,
+            Then::Wait,
+            Then::Shell,
+        ] {
+            assert!(GUEST_INIT.contains(&format!("{})", then.as_str())) || then == Then::Poweroff);
+        }
+        assert!(GUEST_INIT.contains("KEEL-GUEST-BOOTED"));
+        assert!(GUEST_INIT.contains("KEEL-CMD-EXIT="));
+    }
+
+    #[test]
+    fn init_scripts_are_valid_sh() {
+        for script in [GUEST_INIT, POWER_BUTTON] {
+            let status = std::process::Command::new("sh")
+                .args(["-n", "-c", script])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The KVM rig: an L1 Linux VM under QEMU TCG with an emulated AMD SVM, whose
+//! `kvm-amd` gives a hardware-style `/dev/kvm` on which stock kernels boot
+//! (see shared/RIG.md). The host's binaries and the test guest go into L1
+//! through its initramfs: a cached base archive (busybox, the KVM modules,
+//! the host's C libraries, /init) plus a per-run archive appended to it.
+//!
+//! ```text
+//! host ── QEMU TCG (-cpu EPYC,+svm) ── L1: /init → insmod kvm-amd → sh /rig/cmd
+//!   ▲ console (ttyS0) streamed back          └─ keel-vmm → L2 guest
+//!   └─ "KEEL-RIG-EXIT=<status>" → the rig's result
+//! ```
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use flate2::write::GzEncoder;
+
+use crate::apt;
+use crate::cpio::CpioWriter;
+use crate::guest::{self, Guest};
+use crate::host;
+use crate::paths;
+use crate::proc::ChildGuard;
+use crate::util::{sha256_file, sha256_hex, write_atomic, FileLock};
+
+const RIG_INIT: &str = include_str!("../assets/rig-init.sh");
+const BASE_VERSION: u32 = 1;
+
+/// Modules L1 loads, in order.
+pub const RIG_MODULES: &[&str] = &["irqbypass", "kvm", "kvm-amd"];
+
+/// Host libraries copied into L1 so host-built binaries run unchanged.
+const HOST_LIBS: &[&str] = &[
+    "ld-linux-x86-64.so.2",
+    "libc.so.6",
+    "libgcc_s.so.1",
+    "libm.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+];
+const HOST_LIB_DIRS: &[&str] = &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"];
+
+/// How to run the rig.
+#[derive(Clone, Debug)]
+pub struct RigOptions {
+    /// Kill L1 after this long.
+    pub timeout: Duration,
+    /// L1's vCPUs.
+    pub cpus: u32,
+    /// L1's memory in MiB.
+    pub memory_mib: u32,
+    /// Extra host files or directories and where they go in L1.
+    pub files: Vec<(PathBuf, String)>,
+    /// Bring `target/debug/keel-vmm` to `/usr/bin/keel-vmm` (when built).
+    pub keel_vmm: bool,
+    /// Bring the test guest to `/guest/{vmlinuz,vmlinux,initramfs.cpio.gz}`.
+    pub guest: bool,
+    /// Copy L1's console to our stdout as it arrives.
+    pub echo: bool,
+    /// Give L1's console to the terminal (stdin too); no output is captured.
+    pub interactive: bool,
+}
+
+impl Default for RigOptions {
+    fn default() -> Self {
+        RigOptions {
+            timeout: Duration::from_secs(300),
+            cpus: 2,
+            memory_mib: 4096,
+            files: Vec::new(),
+            keel_vmm: true,
+            guest: true,
+            echo: false,
+            interactive: false,
+        }
+    }
+}
+
+/// What a rig run gave.
+#[derive(Clone, Debug)]
+pub struct RigOutput {
+    /// The command's exit status inside L1.
+    pub status: i32,
+    /// L1's console output (the command's stdout and stderr), `\r\n` → `\n`.
+    pub output: String,
+}
+
+/// The cached L1 image.
+#[derive(Clone, Debug)]
+pub struct RigImage {
+    pub kernel: PathBuf,
+    pub base_initramfs: PathBuf,
+    pub guest: Guest,
+}
+
+/// Builds (or reuses) the L1 image in the default cache.
+pub fn image() -> Result<RigImage> {
+    image_in(&paths::cache_dir()?)
+}
+
+/// Builds (or reuses) the L1 image in `<cache>/rig/`.
+pub fn image_in(cache: &Path) -> Result<RigImage> {
+    let guest = guest::build_in(cache)?;
+    let _lock = FileLock::acquire(&cache.join(".rig.lock"))?;
+    let dir = cache.join("rig");
+    let base = dir.join("base.cpio.gz");
+    let manifest_path = dir.join("manifest.txt");
+    let libs = host_libs()?;
+    let busybox = apt::fetch(cache, &[guest::BUSYBOX_SPEC])?.remove(0);
+    let mut manifest = format!("# Keel rig L1 base; version {BASE_VERSION}\n");
+    manifest.push_str(&fs::read_to_string(&guest.manifest).unwrap_or_default());
+    manifest.push_str(&format!(
+        "asset rig-init.sh sha256:{}\n",
+        sha256_hex(RIG_INIT.as_bytes())
+    ));
+    for (name, path) in &libs {
+        manifest.push_str(&format!("hostlib {name} sha256:{}\n", sha256_file(path)?));
+    }
+    let image = RigImage {
+        kernel: guest.vmlinuz.clone(),
+        base_initramfs: base.clone(),
+        guest: guest.clone(),
+    };
+    if base.exists() && fs::read_to_string(&manifest_path).ok().as_deref() == Some(&manifest) {
+        return Ok(image);
+    }
+    eprintln!("xtask: building the rig's L1 image");
+    fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
+    let mut cpio = CpioWriter::new(GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    guest::add_busybox_base(&mut cpio, &busybox.root)?;
+    let missing = guest::add_modules(
+        &mut cpio,
+        &guest.kernel_root,
+        &guest.kernel_release,
+        RIG_MODULES,
+        "etc/keel-modules",
+    )?;
+    if !missing.is_empty() {
+        bail!(
+            "The kernel package lacks the KVM modules {}",
+            missing.join(" ")
+        );
+    }
+    for (name, path) in &libs {
+        cpio.host_path(path, &format!("lib/x86_64-linux-gnu/{name}"))?;
+    }
+    cpio.symlink(
+        "lib64/ld-linux-x86-64.so.2",
+        "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    )?;
+    cpio.file("init", 0o755, RIG_INIT.as_bytes())?;
+    let gz = cpio.finish()?.finish()?;
+    write_atomic(&base, &gz)?;
+    write_atomic(&manifest_path, manifest.as_bytes())?;
+    Ok(image)
+}
+
+fn host_libs() -> Result<Vec<(String, PathBuf)>> {
+    let mut libs = Vec::new();
+    for name in HOST_LIBS {
+        let found = HOST_LIB_DIRS
+            .iter()
+            .map(|dir| Path::new(dir).join(name))
+            .find(|p| p.exists());
+        match found {
+            Some(path) => libs.push((name.to_string(), path)),
+            None if ["ld-linux-x86-64.so.2", "libc.so.6"].contains(name) => {
+                bail!("The host has no {name} in {}", HOST_LIB_DIRS.join(" or "))
+            }
+            None => {}
+        }
+    }
+    Ok(libs)
+}
+
+/// A temporary file removed on drop.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Removes per-run files left by rig processes that died (e.g. SIGKILL).
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("keel-rig-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: signal 0 only probes whether the pid exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn per_run_initramfs(image: &RigImage, opts: &RigOptions, script: &str) -> Result<TempFile> {
+    static COUNTER: Mutex<u32> = Mutex::new(0);
+    let n = {
+        let mut c = COUNTER.lock().unwrap_or_else(|p| p.into_inner());
+        *c += 1;
+        *c
+    };
+    let tmp_dir = std::env::temp_dir();
+    remove_stale_temp_files(&tmp_dir);
+    let path = tmp_dir.join(format!("keel-rig-{}-{n}.cpio", std::process::id()));
+    let temp = TempFile(path.clone());
+    let mut out = BufWriter::new(
+        File::create(&path).with_context(|| format!("Creating {}", path.display()))?,
+    );
+    let base = fs::read(&image.base_initramfs)
+        .with_context(|| format!("Reading {}", image.base_initramfs.display()))?;
+    out.write_all(&base)?;
+    // The next archive must start 4-byte aligned; the kernel skips zeros.
+    out.write_all(&[0u8; 4][..(4 - base.len() % 4) % 4])?;
+    let mut cpio = CpioWriter::new(out);
+    if opts.keel_vmm {
+        let vmm = paths::keel_vmm_debug();
+        if vmm.exists() {
+            cpio.host_path(&vmm, "usr/bin/keel-vmm")?;
+        } else if opts.echo {
+            eprintln!("xtask: {} is not built; L1 has no keel-vmm", vmm.display());
+        }
+    }
+    if opts.guest {
+        cpio.host_path(&image.guest.vmlinuz, "guest/vmlinuz")?;
+        cpio.host_path(&image.guest.vmlinux, "guest/vmlinux")?;
+        cpio.host_path(&image.guest.initramfs, "guest/initramfs.cpio.gz")?;
+    }
+    for (host_path, l1_path) in &opts.files {
+        cpio.host_path(host_path, l1_path.trim_start_matches('/'))
+            .with_context(|| format!("Adding {} to L1", host_path.display()))?;
+    }
+    if opts.interactive {
+        cpio.file("rig/interactive", 0o644, b"")?;
+    }
+    cpio.file("rig/cmd", 0o755, script.as_bytes())?;
+    cpio.finish()?.flush()?;
+    Ok(temp)
+}
+
+/// QEMU's arguments for L1.
+fn qemu_args(image: &RigImage, initrd: &Path, opts: &RigOptions) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-accel",
+        "tcg,thread=multi",
+        "-M",
+        "q35",
+        "-cpu",
+        "EPYC,+svm",
+        "-nodefaults",
+        "-no-user-config",
+        "-no-reboot",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "-smp".into(),
+        opts.cpus.to_string(),
+        "-m".into(),
+        opts.memory_mib.to_string(),
+    ]);
+    if opts.interactive {
+        args.extend(["-nographic".into(), "-serial".into(), "mon:stdio".into()]);
+    } else {
+        args.extend([
+            "-display".into(),
+            "none".into(),
+            "-serial".into(),
+            "stdio".into(),
+        ]);
+    }
+    args.extend([
+        "-kernel".into(),
+        image.kernel.display().to_string(),
+        "-initrd".into(),
+        initrd.display().to_string(),
+        "-append".into(),
+        "console=ttyS0 quiet panic=-1".into(),
+    ]);
+    args
+}
+
+/// Runs `script` (a `sh` script) in L1 and returns its status and output.
+/// Errors when QEMU is missing, L1 has no `/dev/kvm`, L1 ends without
+/// reporting a status, or the timeout passes (QEMU is then killed).
+pub fn run(opts: &RigOptions, script: &str) -> Result<RigOutput> {
+    host::ensure(&[host::QEMU])?;
+    let image = image()?;
+    let initrd = per_run_initramfs(&image, opts, script)?;
+    let mut cmd = Command::new(host::QEMU.program);
+    cmd.args(qemu_args(&image, &initrd.0, opts));
+    if opts.interactive {
+        let mut qemu = ChildGuard::spawn(&mut cmd, false)?;
+        let status = qemu.wait()?;
+        return Ok(RigOutput {
+            status: status.code().unwrap_or(1),
+            output: String::new(),
+        });
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut qemu = ChildGuard::spawn(&mut cmd, true)?;
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let stdout = qemu.child_mut().stdout.take().context("QEMU's stdout")?;
+    let stderr = qemu.child_mut().stderr.take().context("QEMU's stderr")?;
+    let echo = opts.echo;
+    let out_reader = {
+        let output = Arc::clone(&output);
+        std::thread::spawn(move || pump(stdout, &output, echo))
+    };
+    let err_buf = Arc::new(Mutex::new(Vec::new()));
+    let err_reader = {
+        let err_buf = Arc::clone(&err_buf);
+        std::thread::spawn(move || pump(stderr, &err_buf, false))
+    };
+    let status = qemu.wait_timeout(opts.timeout)?;
+    if status.is_none() {
+        qemu.kill();
+    }
+    let _ = out_reader.join();
+    let _ = err_reader.join();
+    let text = normalize(&output.lock().unwrap_or_else(|p| p.into_inner()));
+    let qemu_err =
+        String::from_utf8_lossy(&err_buf.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    let Some(status) = status else {
+        bail!(
+            "The rig timed out after {} s; L1's console ended with:\n{}",
+            opts.timeout.as_secs(),
+            tail(&text, 40)
+        );
+    };
+    parse_result(&text, &qemu_err, status.code())
+}
+
+fn parse_result(text: &str, qemu_err: &str, qemu_status: Option<i32>) -> Result<RigOutput> {
+    if let Some(line) = text.lines().find(|l| l.contains("KEEL-RIG-NOKVM")) {
+        bail!(
+            "KVM is not available in the rig's L1 ({}):\n{}",
+            line.trim(),
+            tail(text, 20)
+        );
+    }
+    let status = text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("KEEL-RIG-EXIT="))
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    let Some(status) = status else {
+        let qemu_err: Vec<&str> = qemu_err
+            .lines()
+            .filter(|l| !l.contains("warning: TCG doesn't support requested feature"))
+            .collect();
+        bail!(
+            "The rig's L1 ended without reporting a status (QEMU exit {qemu_status:?}){}{}\nL1's console ended with:\n{}",
+            if qemu_err.is_empty() { "" } else { "; QEMU said:\n" },
+            qemu_err.join("\n"),
+            tail(text, 40)
+        );
+    };
+    let end = text.rfind("KEEL-RIG-EXIT=").unwrap_or(text.len());
+    Ok(RigOutput {
+        status,
+        output: text[..end].to_string(),
+    })
+}
+
+fn pump(mut from: impl Read, into: &Mutex<Vec<u8>>, echo: bool) {
+    let mut buf = [0u8; 8192];
+    let mut stdout = std::io::stdout();
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if echo {
+                    let _ = stdout.write_all(&buf[..n]);
+                    let _ = stdout.flush();
+                }
+                into.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+}
+
+/// Console text with `\r\n` turned into `\n` and stray `\r` dropped.
+pub fn normalize(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .replace("\r\n", "\n")
+        .replace('\r', "")
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Quotes `s` for `sh` (single quotes).
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_comes_from_the_last_exit_line() {
+        let out = parse_result("hello\nKEEL-RIG-EXIT=3\n", "", Some(0)).unwrap();
+        assert_eq!(out.status, 3);
+        assert_eq!(out.output, "hello\n");
+    }
+
+    #[test]
+    fn missing_status_and_missing_kvm_are_errors() {
+        let err = parse_result("Kernel panic\n", "qemu: boom\n", Some(1)).unwrap_err();
+        assert!(err.to_string().contains("qemu: boom"), "{err}");
+        let err = parse_result("KEEL-RIG-NOKVM: no\n", "", Some(0)).unwrap_err();
+        assert!(err.to_string().contains("KVM is not available"), "{err}");
+    }
+
+    #[test]
+    fn console_text_is_normalized() {
+        assert_eq!(normalize(b"a\r\nb\rc\n"), "a\nbc\n");
+        assert_eq!(tail("1\n2\n3\n", 2), "2\n3");
+    }
+
+    #[test]
+    fn quoting_survives_sh() {
+        let s = "it's $HOME \"x\"";
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf %s {}", shell_quote(s))])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
+    }
+
+    #[test]
+    fn qemu_gets_svm_and_the_options() {
+        let image = RigImage {
+            kernel: "/k".into(),
+            base_initramfs: "/b".into(),
+            guest: Guest {
+                vmlinuz: "/k".into(),
+                vmlinux: "/v".into(),
+                initramfs: "/i".into(),
+                manifest: "/m".into(),
+                kernel_release: "r".into(),
+                kernel_root: "/r".into(),
+            },
+        };
+        let opts = RigOptions {
+            cpus: 3,
+            memory_mib: 1234,
+            ..RigOptions::default()
+        };
+        let args = qemu_args(&image, Path::new("/tmp/x.cpio"), &opts).join(" ");
+        assert!(args.contains("-cpu EPYC,+svm"), "{args}");
+        assert!(args.contains("-smp 3 -m 1234"), "{args}");
+        assert!(args.contains("-initrd /tmp/x.cpio"), "{args}");
+        assert!(args.contains("-no-reboot"), "{args}");
+    }
+}

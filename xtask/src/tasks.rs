@@ -1,0 +1,104 @@
+//! `cargo xtask test` and `cargo xtask run`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::guest;
+use crate::host::{self, Kvm};
+use crate::paths;
+use crate::payload::{self, Payload};
+use crate::proc::ChildGuard;
+use crate::rig::{self, RigOptions};
+use crate::util::run_inherited;
+
+fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(paths::workspace_root());
+    cmd
+}
+
+/// Builds `keel-vmm` (debug) and returns its path.
+pub fn build_keel_vmm() -> Result<PathBuf> {
+    run_inherited(cargo().args(["build", "--quiet", "-p", "keel-vmm"]))?;
+    Ok(paths::keel_vmm_debug())
+}
+
+/// Installs what the tests need, builds the guests, payloads and the
+/// workspace, and runs `cargo test --workspace` (plus `extra` arguments).
+pub fn test(extra: &[String]) -> Result<()> {
+    host::ensure(&[
+        host::QEMU,
+        host::AS,
+        host::LD,
+        host::APT_GET,
+        host::DPKG_DEB,
+    ])?;
+    let started = std::time::Instant::now();
+    let image = rig::image().context("Building the rig's L1 image")?;
+    for variant in Payload::ALL {
+        payload::build(variant)?;
+    }
+    eprintln!(
+        "xtask: guest {} and payloads ready in {:.1} s",
+        image.guest.kernel_release,
+        started.elapsed().as_secs_f64()
+    );
+    run_inherited(cargo().args(["build", "--workspace", "--all-targets"]))?;
+    run_inherited(cargo().args(["test", "--workspace"]).args(extra))
+}
+
+/// Builds everything and boots the test guest in keel-vmm with the serial
+/// console on this terminal: natively on hardware KVM, else in the rig.
+pub fn run(cpus: u32, memory: &str) -> Result<i32> {
+    let vmm = build_keel_vmm()?;
+    let guest = guest::build()?;
+    let cmdline = "console=ttyS0 reboot=k panic=1 keel.then=shell";
+    match host::kvm() {
+        Kvm::Hardware => {
+            eprintln!("xtask: booting the guest in keel-vmm; `poweroff` in the guest ends it");
+            let mut cmd = Command::new(&vmm);
+            cmd.arg("--kernel")
+                .arg(&guest.vmlinuz)
+                .arg("--initrd")
+                .arg(&guest.initramfs)
+                .args([
+                    "--cmdline",
+                    cmdline,
+                    "--cpus",
+                    &cpus.to_string(),
+                    "--memory",
+                    memory,
+                ]);
+            let mut child = ChildGuard::spawn(&mut cmd, false)?;
+            Ok(child.wait()?.code().unwrap_or(1))
+        }
+        kind => {
+            host::ensure(&[host::QEMU])?;
+            let why = match kind {
+                Kvm::Pvm => "the local /dev/kvm is PVM".to_string(),
+                Kvm::Unusable(why) => why,
+                Kvm::Hardware => unreachable!(),
+            };
+            eprintln!(
+                "xtask: {why}: booting keel-vmm inside the KVM rig (QEMU TCG, slow).\n\
+                 xtask: leave with `poweroff` in the guest, or Ctrl-A x to stop QEMU."
+            );
+            let script = format!(
+                "echo 'rig: starting keel-vmm'\n\
+                 keel-vmm --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz \
+                 --cmdline {} --cpus {cpus} --memory {}\n",
+                rig::shell_quote(cmdline),
+                rig::shell_quote(memory)
+            );
+            let opts = RigOptions {
+                interactive: true,
+                cpus: cpus.max(2),
+                ..RigOptions::default()
+            };
+            Ok(rig::run(&opts, &script)?.status)
+        }
+    }
+}
