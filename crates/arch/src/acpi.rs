@@ -208,6 +208,8 @@ fn fadt(facs: u64, dsdt: u64) -> Vec<u8> {
     f.x_pm1a_cnt_blk = io_gas(layout::PM1A_CNT_PORT, 16, AccessSize::WordAccess);
     f.x_pm_tmr_blk = io_gas(layout::PM_TMR_PORT, 32, AccessSize::DwordAccess);
 
+    // The CMOS keeps the century at index 0x32, as on every PC.
+    f.century = 0x32;
     f.iapc_boot_arch =
         (IAPC_LEGACY_DEVICES | IAPC_8042 | IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED).into();
     aml_bytes(&f.finalize())

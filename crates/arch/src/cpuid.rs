@@ -129,6 +129,15 @@ pub fn setup_cpuid(cpuid: &mut CpuId, vcpu_id: u8, num_cpus: u8) -> Result<(), C
     setup_hypervisor_leaves(cpuid)
 }
 
+/// Advertises the TSC-deadline timer (leaf 0x1 ECX bit 24). KVM emulates it
+/// in its LAPIC but leaves it out of KVM_GET_SUPPORTED_CPUID; call this when
+/// KVM_CAP_TSC_DEADLINE_TIMER is present.
+pub fn enable_tsc_deadline(cpuid: &mut CpuId) {
+    if let Some(leaf1) = find(cpuid, 1, 0) {
+        leaf1.ecx |= 1 << 24;
+    }
+}
+
 fn vendor(cpuid: &CpuId) -> Vendor {
     let Some(leaf0) = cpuid
         .as_slice()
@@ -574,6 +583,18 @@ mod tests {
         check_ext_topology(&c, 0xb, vcpu, n);
         check_hypervisor(set, &c);
         c
+    }
+
+    #[test]
+    fn tsc_deadline_bit_is_added() {
+        let mut set = intel();
+        for e in set.iter_mut().filter(|e| e.function == 1) {
+            e.ecx &= !(1 << 24);
+        }
+        let mut c = setup(&set, 0, 1);
+        assert_eq!(get(&c, 1, 0).ecx & (1 << 24), 0);
+        enable_tsc_deadline(&mut c);
+        assert_ne!(get(&c, 1, 0).ecx & (1 << 24), 0);
     }
 
     #[test]

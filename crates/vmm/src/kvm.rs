@@ -27,6 +27,8 @@ pub struct Hypervisor {
     pub kvm: Kvm,
     pub supported_cpuid: CpuId,
     pub max_vcpus: usize,
+    /// The in-kernel LAPIC can run the TSC-deadline timer.
+    pub tsc_deadline: bool,
 }
 
 const REQUIRED_CAPS: [(Cap, &str); 5] = [
@@ -60,10 +62,12 @@ impl Hypervisor {
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(KvmError::Cpuid)?;
+        let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
         Ok(Hypervisor {
             kvm,
             supported_cpuid,
             max_vcpus,
+            tsc_deadline,
         })
     }
 }

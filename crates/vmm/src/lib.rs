@@ -49,9 +49,10 @@ pub enum Event {
 pub enum Exit {
     /// The guest powered off (on its own or after the power button).
     PoweredOff,
-    /// The guest reset and `--no-reboot` was given, or it reset while
-    /// shutting down on request.
+    /// The guest reset and `--no-reboot` was given.
     Reset,
+    /// The guest reset instead of powering off after the power button.
+    ResetWhileStopping,
     /// Triple fault or a guest-reported crash.
     Crashed { vcpu: u8, reason: String },
     /// KVM failed to run a vCPU.
@@ -64,7 +65,7 @@ impl Exit {
     /// The process exit status for this ending.
     pub fn code(&self) -> i32 {
         match self {
-            Exit::PoweredOff | Exit::Reset => 0,
+            Exit::PoweredOff | Exit::Reset | Exit::ResetWhileStopping => 0,
             Exit::Crashed { .. } => 3,
             Exit::Failed { .. } => 4,
             Exit::HardStopped => 5,
@@ -75,7 +76,8 @@ impl Exit {
     pub fn describe(&self) -> String {
         match self {
             Exit::PoweredOff => "guest powered off".into(),
-            Exit::Reset => "guest reset; not rebooting (--no-reboot or shutdown requested)".into(),
+            Exit::Reset => "guest reset; not rebooting (--no-reboot)".into(),
+            Exit::ResetWhileStopping => "guest reset after the power button; not rebooting".into(),
             Exit::Crashed { vcpu, reason } => format!("guest crashed on vCPU {vcpu}: {reason}"),
             Exit::Failed { vcpu, reason } => format!("KVM failed to run vCPU {vcpu}: {reason}"),
             Exit::HardStopped => {
@@ -177,7 +179,7 @@ fn control_loop(vm: &Vm, rx: &Receiver<Event>, config: &VmConfig) -> Result<Outc
             Event::Power(PowerEvent::Reset) | Event::Vcpu(VcpuStop::Reset) => {
                 // A reset while shutting down on request ends the VM.
                 return Ok(match deadline {
-                    Some(_) => Outcome::Exit(Exit::Reset),
+                    Some(_) => Outcome::Exit(Exit::ResetWhileStopping),
                     None => Outcome::Reset,
                 });
             }

@@ -154,9 +154,11 @@ impl Vcpu {
                     }
                     other => return Some(self.failed(format!("unknown system event {other}"))),
                 },
-                VcpuExit::FailEntry(reason, cpu) => return Some(self.failed(format!(
+                VcpuExit::FailEntry(reason, cpu) => {
+                    return Some(self.failed(format!(
                     "KVM could not enter the guest (hardware reason {reason:#x} on host CPU {cpu})"
-                ))),
+                )))
+                }
                 VcpuExit::InternalError => {
                     let sub = self.fd.get_kvm_run();
                     // SAFETY: for KVM_EXIT_INTERNAL_ERROR the `internal`

@@ -345,6 +345,9 @@ fn create_vcpu(
     let mut cpuid = hv.supported_cpuid.clone();
     arch::cpuid::setup_cpuid(&mut cpuid, id, cpus)
         .map_err(|source| VmError::Cpuid { id, source })?;
+    if hv.tsc_deadline {
+        arch::cpuid::enable_tsc_deadline(&mut cpuid);
+    }
     fd.set_cpuid2(&cpuid).map_err(kvm_err("set the CPUID"))?;
     let vcpu_err = |source| VmError::Vcpu { id, source };
     arch::regs::setup_msrs(&fd).map_err(vcpu_err)?;
