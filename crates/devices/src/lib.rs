@@ -37,3 +37,36 @@ pub trait IrqLine: Send + Sync {
         self.set_level(false);
     }
 }
+
+/// An MSI message: what a device writes, and where, to interrupt a vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MsiMessage {
+    pub addr: u64,
+    pub data: u32,
+}
+
+/// One interrupt vector a device can signal without a VM exit: an eventfd
+/// the VMM registered with KVM (irqfd) for a GSI of its own.
+#[derive(Debug)]
+pub struct MsiVector {
+    pub gsi: u32,
+    pub irqfd: vmm_sys_util::eventfd::EventFd,
+}
+
+/// What the VMM offers devices that raise message-signalled interrupts
+/// (implemented on KVM's GSI routing and irqfds).
+pub trait MsiRoutes: Send + Sync {
+    /// Allocates a GSI and an irqfd for it (masked until routed).
+    fn allocate(&self) -> std::io::Result<MsiVector>;
+    /// Points the vector's GSI at `msg`, or masks it (`None`).
+    fn route(&self, gsi: u32, msg: Option<MsiMessage>) -> std::io::Result<()>;
+    /// Gives the vector back.
+    fn release(&self, vector: MsiVector);
+}
+
+/// What the VMM offers devices whose doorbell writes should not stop a vCPU
+/// (implemented on KVM ioeventfds): a guest write to `addr` signals `fd`.
+pub trait IoEvents: Send + Sync {
+    fn register(&self, addr: u64, fd: &vmm_sys_util::eventfd::EventFd) -> std::io::Result<()>;
+    fn unregister(&self, addr: u64, fd: &vmm_sys_util::eventfd::EventFd) -> std::io::Result<()>;
+}

@@ -1,0 +1,1 @@
+//! virtio devices (block, net, rng, console, vsock, balloon) and the virtio-pci transport.
