@@ -1,1 +1,568 @@
-//! Test harness.
+//! End-to-end test harness: runs `keel-vmm` on real guests and reports what
+//! happened (exit status, serial console, keel-vmm's messages).
+//!
+//! Where a guest runs:
+//! - payload guests (tiny PVH ELFs) need only an openable `/dev/kvm`;
+//! - Linux guests run natively on hardware KVM, else inside the KVM rig
+//!   (an L1 VM under QEMU TCG with a real `kvm-amd`), else the test prints
+//!   `SKIPPED (<reason>)` and passes — unless `KEEL_REQUIRE_KVM=1`, where a
+//!   skip is a failure.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use xtask::host::{self, Kvm};
+use xtask::proc::ChildGuard;
+use xtask::rig::{self, shell_quote, RigOptions};
+
+pub use xtask::guest::Then;
+pub use xtask::payload::Payload;
+
+/// The guest's boot marker, printed once per boot.
+pub const BOOT_MARKER: &str = "KEEL-GUEST-BOOTED";
+/// The command line every Linux test guest gets before its `keel.*` words.
+pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 quiet";
+
+/// Prints `SKIPPED (<reason>)` where `cargo test` shows it, or fails the
+/// test when `KEEL_REQUIRE_KVM=1`.
+pub fn skip(reason: &str) {
+    if std::env::var("KEEL_REQUIRE_KVM").as_deref() == Ok("1") {
+        panic!("KEEL_REQUIRE_KVM=1 and this test cannot run: {reason}");
+    }
+    // Straight to the stream: the test harness captures println!.
+    let _ = writeln!(std::io::stderr(), "SKIPPED ({reason})");
+}
+
+/// The `keel-vmm` binary beside the test executable (`target/debug/`),
+/// built with `cargo build -p keel-vmm` when missing.
+pub fn keel_vmm() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("keel-vmm")))
+            .filter(|p| p.exists())
+            .unwrap_or_else(xtask::paths::keel_vmm_debug);
+        if !path.exists() {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "keel-vmm"])
+                .current_dir(xtask::paths::workspace_root())
+                .status()
+                .expect("running cargo build -p keel-vmm");
+            assert!(status.success(), "cargo build -p keel-vmm failed");
+        }
+        assert!(path.exists(), "{} does not exist", path.display());
+        path
+    })
+}
+
+/// Where Linux guests run on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runner {
+    /// Hardware KVM: keel-vmm runs here.
+    Native,
+    /// In the KVM rig (QEMU TCG + nested SVM).
+    Rig,
+}
+
+/// Where a Linux guest can run, or `None` after [`skip`].
+pub fn linux_runner() -> Option<Runner> {
+    match host::kvm() {
+        Kvm::Hardware => Some(Runner::Native),
+        kind => {
+            if xtask::util::which(host::QEMU.program).is_some() {
+                Some(Runner::Rig)
+            } else {
+                skip(&format!(
+                    "no hardware KVM ({}) and no {} for the KVM rig",
+                    describe(&kind),
+                    host::QEMU.program
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// True when payload guests can run here (an openable `/dev/kvm`); else
+/// [`skip`]s.
+pub fn native_kvm() -> bool {
+    match host::kvm() {
+        Kvm::Hardware | Kvm::Pvm => true,
+        Kvm::Unusable(why) => {
+            skip(&why);
+            false
+        }
+    }
+}
+
+fn describe(kind: &Kvm) -> String {
+    match kind {
+        Kvm::Hardware => "hardware KVM".into(),
+        Kvm::Pvm => "/dev/kvm is PVM".into(),
+        Kvm::Unusable(why) => why.clone(),
+    }
+}
+
+/// What a keel-vmm run gave.
+#[derive(Clone, Debug)]
+pub struct VmOutput {
+    /// keel-vmm's exit status (`None`: killed by a signal or by our timeout).
+    pub status: Option<i32>,
+    /// The serial console (keel-vmm's stdout), `\r\n` → `\n`.
+    pub stdout: String,
+    /// keel-vmm's own messages.
+    pub stderr: String,
+    /// The clock (Unix seconds) where keel-vmm ran — the host, or L1 in the
+    /// rig — just before it started and just after it ended.
+    pub started: u64,
+    pub ended: u64,
+    /// The test's timeout ended the run.
+    pub timed_out: bool,
+}
+
+impl VmOutput {
+    /// How many lines of the console contain `marker`.
+    pub fn count(&self, marker: &str) -> usize {
+        self.stdout.lines().filter(|l| l.contains(marker)).count()
+    }
+
+    /// The value printed by the guest as `NAME=value` on a line of its own.
+    pub fn value(&self, name: &str) -> Option<String> {
+        let prefix = format!("{name}=");
+        self.stdout
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix(&prefix).map(|v| v.trim().to_string()))
+    }
+
+    /// Everything, for assertion messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "status {:?}{}\n--- console ---\n{}\n--- keel-vmm stderr ---\n{}",
+            self.status,
+            if self.timed_out { " (timed out)" } else { "" },
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs keel-vmm here with `args`. With `sigterm_after`, sends SIGTERM once
+/// the console shows that marker. Kills it after `timeout`.
+pub fn run_native(
+    args: &[String],
+    sigterm_after: Option<&str>,
+    timeout: Duration,
+) -> Result<VmOutput> {
+    run_program(keel_vmm(), args, sigterm_after, timeout)
+}
+
+/// [`run_native`] with any program.
+pub fn run_program(
+    program: &Path,
+    args: &[String],
+    sigterm_after: Option<&str>,
+    timeout: Duration,
+) -> Result<VmOutput> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = now();
+    let mut vmm = ChildGuard::spawn(&mut cmd, true)?;
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let err = Arc::new(Mutex::new(Vec::new()));
+    let readers = [
+        pump(
+            vmm.child_mut().stdout.take().context("keel-vmm's stdout")?,
+            &out,
+        ),
+        pump(
+            vmm.child_mut().stderr.take().context("keel-vmm's stderr")?,
+            &err,
+        ),
+    ];
+    let deadline = Instant::now() + timeout;
+    let mut signalled = sigterm_after.is_none();
+    let mut status = None;
+    while Instant::now() < deadline {
+        if let Some(s) = vmm.wait_timeout(Duration::from_millis(20))? {
+            status = Some(s);
+            break;
+        }
+        if !signalled {
+            let seen = sigterm_after.is_some_and(|m| {
+                rig::normalize(&out.lock().unwrap_or_else(|p| p.into_inner())).contains(m)
+            });
+            if seen {
+                vmm.signal(libc::SIGTERM)?;
+                signalled = true;
+            }
+        }
+    }
+    let timed_out = status.is_none();
+    if timed_out {
+        vmm.kill();
+    }
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let text =
+        |buf: &Arc<Mutex<Vec<u8>>>| rig::normalize(&buf.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(VmOutput {
+        status: status.and_then(|s| s.code()),
+        stdout: text(&out),
+        stderr: text(&err),
+        started,
+        ended: now(),
+        timed_out,
+    })
+}
+
+fn pump(
+    mut from: impl Read + Send + 'static,
+    into: &Arc<Mutex<Vec<u8>>>,
+) -> std::thread::JoinHandle<()> {
+    let into = Arc::clone(into);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(&buf[..n]);
+        }
+    })
+}
+
+/// The L1 script that runs keel-vmm once and reports like [`run_native`].
+fn rig_script(args: &[String], sigterm_after: Option<&str>, timeout: Duration) -> String {
+    let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+    let mut s = String::new();
+    s.push_str("echo KEEL-L1-START=$(date +%s)\n");
+    s.push_str(&format!(
+        "keel-vmm {} >/tmp/vm.out 2>/tmp/vm.err &\npid=$!\n",
+        args.join(" ")
+    ));
+    s.push_str(&format!(
+        "( sleep {}; echo KEEL-VMM-TIMEOUT; kill -KILL $pid ) 2>/dev/null &\nwatchdog=$!\n",
+        timeout.as_secs()
+    ));
+    if let Some(marker) = sigterm_after {
+        s.push_str(&format!(
+            "while kill -0 $pid 2>/dev/null && ! grep -q {} /tmp/vm.out; do sleep 0.1; done\n\
+             kill -TERM $pid 2>/dev/null\n",
+            shell_quote(marker)
+        ));
+    }
+    s.push_str("wait $pid\nstatus=$?\nkill $watchdog 2>/dev/null\n");
+    s.push_str("echo KEEL-L1-END=$(date +%s)\n");
+    s.push_str("echo KEEL-VMM-STDOUT-BEGIN; cat /tmp/vm.out; echo; echo KEEL-VMM-STDOUT-END\n");
+    s.push_str("echo KEEL-VMM-STDERR-BEGIN; cat /tmp/vm.err; echo; echo KEEL-VMM-STDERR-END\n");
+    s.push_str("echo KEEL-VMM-STATUS=$status\n");
+    s
+}
+
+fn section<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let begin = format!("KEEL-VMM-{name}-BEGIN\n");
+    let end = format!("\nKEEL-VMM-{name}-END");
+    let start = text.find(&begin)? + begin.len();
+    let len = text[start..].find(&end)?;
+    Some(&text[start..start + len])
+}
+
+fn parse_rig_output(text: &str) -> Result<VmOutput> {
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    let (Some(stdout), Some(stderr), Some(status)) = (
+        section(text, "STDOUT"),
+        section(text, "STDERR"),
+        value("KEEL-VMM-STATUS="),
+    ) else {
+        bail!(
+            "The rig's output lacks keel-vmm's report:\n{}",
+            rig::tail(text, 40)
+        );
+    };
+    let timed_out = text.lines().any(|l| l.trim() == "KEEL-VMM-TIMEOUT");
+    Ok(VmOutput {
+        // As sh reports it: 128 + n for a signal.
+        status: (!timed_out && status < 128).then_some(status as i32),
+        stdout: stdout.to_string(),
+        stderr: stderr.to_string(),
+        started: value("KEEL-L1-START=").unwrap_or(0),
+        ended: value("KEEL-L1-END=").unwrap_or(0),
+        timed_out,
+    })
+}
+
+/// Runs keel-vmm once inside the rig, with the test guest at `/guest/`.
+pub fn run_in_rig(
+    args: &[String],
+    sigterm_after: Option<&str>,
+    timeout: Duration,
+    rig_memory_mib: u32,
+) -> Result<VmOutput> {
+    let opts = RigOptions {
+        // Booting L1 and unpacking its initramfs comes on top.
+        timeout: timeout + Duration::from_secs(180),
+        memory_mib: rig_memory_mib,
+        echo: std::env::var_os("KEEL_RIG_ECHO").is_some(),
+        ..RigOptions::default()
+    };
+    let out = rig::run(&opts, &rig_script(args, sigterm_after, timeout))?;
+    if out.status != 0 {
+        bail!(
+            "The rig's script failed ({}):\n{}",
+            out.status,
+            rig::tail(&out.output, 40)
+        );
+    }
+    parse_rig_output(&out.output)
+}
+
+/// Which image of the test guest's kernel to boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The stock bzImage.
+    BzImage,
+    /// The ELF vmlinux extracted from it (PVH entry).
+    Vmlinux,
+}
+
+/// A Linux test-guest run: `LinuxVm::new().cpus(2).cmd("nproc").run()`.
+#[derive(Clone, Debug)]
+pub struct LinuxVm {
+    kernel: Kernel,
+    cpus: Option<u32>,
+    memory: Option<String>,
+    cmd: String,
+    then: Then,
+    extra: Vec<String>,
+    sigterm_after: Option<String>,
+    timeout: Duration,
+    rig_memory_mib: u32,
+}
+
+impl Default for LinuxVm {
+    fn default() -> Self {
+        LinuxVm {
+            kernel: Kernel::BzImage,
+            cpus: None,
+            memory: None,
+            cmd: "true".into(),
+            then: Then::Poweroff,
+            extra: Vec::new(),
+            sigterm_after: None,
+            timeout: Duration::from_secs(240),
+            rig_memory_mib: 4096,
+        }
+    }
+}
+
+impl LinuxVm {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = Some(cpus);
+        self
+    }
+    pub fn memory(mut self, memory: &str) -> Self {
+        self.memory = Some(memory.into());
+        self
+    }
+    /// The shell command the guest runs (`keel.cmd`).
+    pub fn cmd(mut self, cmd: &str) -> Self {
+        self.cmd = cmd.into();
+        self
+    }
+    /// What the guest does after the command (`keel.then`).
+    pub fn then(mut self, then: Then) -> Self {
+        self.then = then;
+        self
+    }
+    /// An extra keel-vmm argument.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra.push(arg.into());
+        self
+    }
+    /// Send SIGTERM to keel-vmm once the console shows `marker`.
+    pub fn sigterm_after(mut self, marker: &str) -> Self {
+        self.sigterm_after = Some(marker.into());
+        self
+    }
+    /// L1's memory when the guest runs in the rig.
+    pub fn rig_memory_mib(mut self, mib: u32) -> Self {
+        self.rig_memory_mib = mib;
+        self
+    }
+
+    fn args(&self, guest_dir: &Path) -> Vec<String> {
+        let kernel = match self.kernel {
+            Kernel::BzImage => "vmlinuz",
+            Kernel::Vmlinux => "vmlinux",
+        };
+        let mut args = vec![
+            "--kernel".to_string(),
+            guest_dir.join(kernel).display().to_string(),
+            "--initrd".to_string(),
+            guest_dir.join("initramfs.cpio.gz").display().to_string(),
+            "--cmdline".to_string(),
+            format!(
+                "{BASE_CMDLINE} {}",
+                xtask::guest::cmdline_args(&self.cmd, self.then)
+            ),
+        ];
+        if let Some(cpus) = self.cpus {
+            args.extend(["--cpus".to_string(), cpus.to_string()]);
+        }
+        if let Some(memory) = &self.memory {
+            args.extend(["--memory".to_string(), memory.clone()]);
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    /// Boots the guest where this machine can (natively or in the rig);
+    /// `None` when the test was skipped.
+    pub fn run(&self) -> Option<VmOutput> {
+        let runner = linux_runner()?;
+        let guest = xtask::guest::build().expect("building the test guest");
+        let sigterm = self.sigterm_after.as_deref();
+        let out = match runner {
+            Runner::Native => {
+                let dir = guest.vmlinuz.parent().expect("guest dir").to_path_buf();
+                run_native(&self.args(&dir), sigterm, self.timeout)
+            }
+            Runner::Rig => {
+                keel_vmm();
+                run_in_rig(
+                    &self.args(Path::new("/guest")),
+                    sigterm,
+                    self.timeout,
+                    self.rig_memory_mib,
+                )
+            }
+        };
+        Some(out.expect("running keel-vmm"))
+    }
+}
+
+/// Boots a payload guest natively with extra keel-vmm `args`; `None` when
+/// skipped.
+pub fn run_payload(
+    payload: Payload,
+    args: &[&str],
+    sigterm_after: Option<&str>,
+) -> Option<VmOutput> {
+    if !native_kvm() {
+        return None;
+    }
+    let elf = xtask::payload::build(payload).expect("building the payload");
+    let mut all = vec!["--kernel".to_string(), elf.display().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    Some(run_native(&all, sigterm_after, Duration::from_secs(60)).expect("running keel-vmm"))
+}
+
+/// Runs keel-vmm here with `args` (for bad-input tests: no guest runs).
+pub fn run_keel_vmm(args: &[&str]) -> VmOutput {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    run_native(&args, None, Duration::from_secs(60)).expect("running keel-vmm")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rig_report_is_parsed() {
+        let text = "KEEL-L1-START=100\n[ 1.0] kvm: noise\nKEEL-L1-END=105\n\
+            KEEL-VMM-STDOUT-BEGIN\nKEEL-GUEST-BOOTED\nNPROC=4\n\nKEEL-VMM-STDOUT-END\n\
+            KEEL-VMM-STDERR-BEGIN\nkeel-vmm: guest powered off\n\nKEEL-VMM-STDERR-END\n\
+            KEEL-VMM-STATUS=0\n";
+        let out = parse_rig_output(text).unwrap();
+        assert_eq!(out.status, Some(0));
+        assert_eq!(out.count(BOOT_MARKER), 1);
+        assert_eq!(out.value("NPROC").as_deref(), Some("4"));
+        assert!(out.stderr.contains("powered off"));
+        assert_eq!((out.started, out.ended), (100, 105));
+        assert!(!out.timed_out);
+    }
+
+    #[test]
+    fn killed_vmm_has_no_status() {
+        let text = "KEEL-VMM-TIMEOUT\nKEEL-VMM-STDOUT-BEGIN\n\nKEEL-VMM-STDOUT-END\n\
+            KEEL-VMM-STDERR-BEGIN\n\nKEEL-VMM-STDERR-END\nKEEL-VMM-STATUS=137\n";
+        let out = parse_rig_output(text).unwrap();
+        assert_eq!(out.status, None);
+        assert!(out.timed_out);
+        assert!(parse_rig_output("Kernel panic").is_err());
+    }
+
+    #[test]
+    fn rig_script_is_valid_sh_and_quotes_arguments() {
+        let args = vec![
+            "--cmdline".to_string(),
+            "console=ttyS0 keel.cmd=it's".to_string(),
+        ];
+        let script = rig_script(&args, Some("KEEL-CMD-EXIT="), Duration::from_secs(5));
+        assert!(
+            script.contains(r"'console=ttyS0 keel.cmd=it'\''s'"),
+            "{script}"
+        );
+        let status = Command::new("sh")
+            .args(["-n", "-c", &script])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
+    fn native_run_reports_status_streams_and_signals() {
+        // A stand-in for keel-vmm: the harness's process handling, not KVM.
+        let script = "echo READY; echo oops >&2; trap 'exit 42' TERM; while :; do sleep 0.05; done";
+        let args = vec!["-c".to_string(), script.to_string()];
+        let out = run_program(
+            Path::new("sh"),
+            &args,
+            Some("READY"),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(out.status, Some(42), "{}", out.dump());
+        assert_eq!(out.stdout, "READY\n");
+        assert_eq!(out.stderr, "oops\n");
+        assert!(!out.timed_out);
+    }
+
+    #[test]
+    fn native_run_times_out_and_kills() {
+        let args = vec!["-c".to_string(), "sleep 30".to_string()];
+        let out = run_program(Path::new("sh"), &args, None, Duration::from_millis(300)).unwrap();
+        assert!(out.timed_out);
+        assert_eq!(out.status, None);
+    }
+}

@@ -39,10 +39,11 @@ pvh_start:
 .ifdef VARIANT_TRIPLE_FAULT
 	mov $msg_triple_fault, %esi
 	call puts
-	# An IDT with limit 0: int3 cannot be delivered (#GP), nor can #GP
-	# (#DF), nor #DF: the CPU shuts down.
+	# An IDT with limit 0: #UD cannot be delivered (#GP), nor can #GP
+	# (#DF), nor #DF: the CPU shuts down. (ud2, not int3: PVM's KVM cannot
+	# emulate int3 and would report an emulation failure instead.)
 	lidt idt_empty
-	int3
+	ud2
 	jmp halt
 .endif
 

@@ -25,7 +25,7 @@ pub const LOAD_ADDRESS: u32 = 0x10_0000;
 pub enum Payload {
     /// Prints [`Payload::marker`], then powers off through ACPI S5 (exit 0).
     Ok,
-    /// Prints its marker, loads an empty IDT and executes int3 (exit 3).
+    /// Prints its marker, loads an empty IDT and executes ud2 (exit 3).
     TripleFault,
     /// Prints its marker, then resets through the i8042 (`--no-reboot`: exit 0).
     Reset,
