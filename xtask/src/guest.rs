@@ -29,6 +29,7 @@ const BUILDER_VERSION: u32 = 1;
 
 const GUEST_INIT: &str = include_str!("../assets/guest-init.sh");
 const POWER_BUTTON: &str = include_str!("../assets/power-button.sh");
+const PROFILE: &str = include_str!("../assets/guest-profile.sh");
 const CMOS_TOGGLE: &str = include_str!("../assets/cmos-toggle.S");
 
 /// The Debian packages a guest is made of.
@@ -169,18 +170,18 @@ fn manifest_text(unpacked: &[Unpacked]) -> String {
             p.name, p.version, p.sha256
         ));
     }
-    text.push_str(&format!(
-        "asset guest-init.sh sha256:{}\n",
-        sha256_hex(GUEST_INIT.as_bytes())
-    ));
-    text.push_str(&format!(
-        "asset power-button.sh sha256:{}\n",
-        sha256_hex(POWER_BUTTON.as_bytes())
-    ));
-    text.push_str(&format!(
-        "asset cmos-toggle.S sha256:{}\n",
-        sha256_hex(CMOS_TOGGLE.as_bytes())
-    ));
+    let assets = [
+        ("guest-init.sh", GUEST_INIT),
+        ("power-button.sh", POWER_BUTTON),
+        ("guest-profile.sh", PROFILE),
+        ("cmos-toggle.S", CMOS_TOGGLE),
+    ];
+    for (name, text_of) in assets {
+        text.push_str(&format!(
+            "asset {name} sha256:{}\n",
+            sha256_hex(text_of.as_bytes())
+        ));
+    }
     text.push_str(&format!("modules {}\n", GUEST_MODULES.join(" ")));
     text
 }
@@ -302,6 +303,7 @@ fn initramfs(
     }
     cpio.file("etc/acpi/PWRF/00000080", 0o755, POWER_BUTTON.as_bytes())?;
     cpio.file("bin/cmos-toggle", 0o755, cmos_toggle)?;
+    cpio.file("etc/profile", 0o644, PROFILE.as_bytes())?;
     cpio.file("init", 0o755, GUEST_INIT.as_bytes())?;
     let gz = cpio.finish()?;
     Ok(gz.finish()?)
@@ -335,7 +337,7 @@ mod tests {
 
     #[test]
     fn init_scripts_are_valid_sh() {
-        for script in [GUEST_INIT, POWER_BUTTON] {
+        for script in [GUEST_INIT, POWER_BUTTON, PROFILE] {
             let status = std::process::Command::new("sh")
                 .args(["-n", "-c", script])
                 .status()

@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn finds_the_pvh_entry_note() {
         assert_eq!(
-            pvh_entry(&elf_with_notes(Some(0x1000_00))).unwrap(),
+            pvh_entry(&elf_with_notes(Some(0x10_0000))).unwrap(),
             Some(0x10_0000)
         );
         assert_eq!(pvh_entry(&elf_with_notes(None)).unwrap(), None);

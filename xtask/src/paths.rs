@@ -34,15 +34,19 @@ pub fn keel_vmm_debug() -> PathBuf {
 }
 
 /// The cache of downloaded packages and built images: `$KEEL_CACHE`, else
-/// `~/.cache/keel`.
+/// `~/.cache/keel`, else (no `$HOME`) `<target>/keel-cache`.
 pub fn cache_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("KEEL_CACHE") {
         if !dir.is_empty() {
-            return Ok(PathBuf::from(dir));
+            let dir = PathBuf::from(dir);
+            if dir.is_relative() {
+                bail!("KEEL_CACHE must be an absolute path, not {}", dir.display());
+            }
+            return Ok(dir);
         }
     }
     match std::env::var_os("HOME") {
         Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(".cache").join("keel")),
-        _ => bail!("Neither KEEL_CACHE nor HOME is set: cannot choose a cache directory"),
+        _ => Ok(target_dir().join("keel-cache")),
     }
 }

@@ -55,7 +55,7 @@ pub fn test(extra: &[String]) -> Result<()> {
 pub fn run(cpus: u32, memory: &str) -> Result<i32> {
     let vmm = build_keel_vmm()?;
     let guest = guest::build()?;
-    let cmdline = "console=ttyS0 reboot=k panic=1 keel.then=shell";
+    let cmdline = "console=ttyS0 reboot=k panic=1 quiet";
     match host::kvm() {
         Kvm::Hardware => {
             eprintln!("xtask: booting the guest in keel-vmm; `poweroff` in the guest ends it");
