@@ -325,6 +325,7 @@ pub fn run_in_rig(
         // Booting L1 and unpacking its initramfs comes on top.
         timeout: timeout + Duration::from_secs(180),
         memory_mib: rig_memory_mib,
+        keel_vmm: Some(keel_vmm().to_path_buf()),
         echo: std::env::var_os("KEEL_RIG_ECHO").is_some(),
         ..RigOptions::default()
     };
@@ -457,15 +458,12 @@ impl LinuxVm {
                 let dir = guest.vmlinuz.parent().expect("guest dir").to_path_buf();
                 run_native(&self.args(&dir), sigterm, self.timeout)
             }
-            Runner::Rig => {
-                keel_vmm();
-                run_in_rig(
-                    &self.args(Path::new("/guest")),
-                    sigterm,
-                    self.timeout,
-                    self.rig_memory_mib,
-                )
-            }
+            Runner::Rig => run_in_rig(
+                &self.args(Path::new("/guest")),
+                sigterm,
+                self.timeout,
+                self.rig_memory_mib,
+            ),
         };
         Some(out.expect("running keel-vmm"))
     }

@@ -88,10 +88,13 @@ fn memtotal_matches(memory: &str, bytes: u64, rig_memory_mib: u32) {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no MemTotal:\n{}", out.dump()));
     let total = kib * 1024;
-    // MemTotal is RAM less what the kernel keeps for itself (its image,
-    // page structures, reserved ranges): at least 90% of it, never more.
+    // MemTotal is RAM less what the kernel keeps for itself: its image,
+    // page structures and reserved ranges, about 38 MiB of fixed cost for
+    // this kernel (QEMU q35 with -m 256 shows 223628 kB too). So: never more
+    // than asked, and at most 10% (or 64 MiB for small guests) less.
+    let slack = (bytes / 10).max(64 << 20);
     assert!(
-        total <= bytes && total >= bytes / 10 * 9,
+        total <= bytes && total >= bytes - slack,
         "MemTotal {kib} KiB for --memory {memory}:\n{}",
         out.dump()
     );

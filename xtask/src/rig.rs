@@ -57,8 +57,9 @@ pub struct RigOptions {
     pub memory_mib: u32,
     /// Extra host files or directories and where they go in L1.
     pub files: Vec<(PathBuf, String)>,
-    /// Bring `target/debug/keel-vmm` to `/usr/bin/keel-vmm` (when built).
-    pub keel_vmm: bool,
+    /// The keel-vmm binary to bring to `/usr/bin/keel-vmm` (skipped when
+    /// it does not exist); by default `target/debug/keel-vmm`.
+    pub keel_vmm: Option<PathBuf>,
     /// Bring the test guest to `/guest/{vmlinuz,vmlinux,initramfs.cpio.gz}`.
     pub guest: bool,
     /// Copy L1's console to our stdout as it arrives.
@@ -74,7 +75,7 @@ impl Default for RigOptions {
             cpus: 2,
             memory_mib: 4096,
             files: Vec::new(),
-            keel_vmm: true,
+            keel_vmm: Some(paths::keel_vmm_debug()),
             guest: true,
             echo: false,
             interactive: false,
@@ -230,10 +231,9 @@ fn per_run_initramfs(image: &RigImage, opts: &RigOptions, script: &str) -> Resul
     // The next archive must start 4-byte aligned; the kernel skips zeros.
     out.write_all(&[0u8; 4][..(4 - base.len() % 4) % 4])?;
     let mut cpio = CpioWriter::new(out);
-    if opts.keel_vmm {
-        let vmm = paths::keel_vmm_debug();
+    if let Some(vmm) = &opts.keel_vmm {
         if vmm.exists() {
-            cpio.host_path(&vmm, "usr/bin/keel-vmm")?;
+            cpio.host_path(vmm, "usr/bin/keel-vmm")?;
         } else if opts.echo {
             eprintln!("xtask: {} is not built; L1 has no keel-vmm", vmm.display());
         }
