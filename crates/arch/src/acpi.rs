@@ -5,19 +5,17 @@
 //!
 //! ```text
 //! ACPI_START  RSDP (rev 2) ──► XSDT ──► FADT ──► FACS
-//!                                  │        └──► DSDT (\_S5, \_SB.COM1, RTC_, KBD_)
-//!                                  └──► MADT (LAPICs, IOAPIC, overrides, NMI)
+//!                                  │        └──► DSDT (\_S5, \_SB.COM1, RTC_, KBD_, PCI0)
+//!                                  ├──► MADT (LAPICs, IOAPIC, overrides, NMI)
+//!                                  └──► MCFG (ECAM of PCI bus 0)
 //! ```
 //!
 //! Every table is built with `acpi_tables`: its RSDP, XSDT, FADT and FACS
 //! types, its `Sdt` for the MADT and the DSDT, and its `aml` module for the
 //! DSDT's contents. Only what that crate lacks is written here: the MADT's
 //! interrupt source override and local APIC NMI entries, and the AML
-//! `IRQNoFlags` resource descriptor.
-//!
-//! PCI comes later: a host bridge becomes one more device in `dsdt()`'s
-//! `\_SB` scope and the MCFG one more table in [`create_acpi_tables`]'s list
-//! of XSDT entries.
+//! `IRQNoFlags` resource descriptor. The PCI host bridge and the MCFG are in
+//! the `pci` submodule.
 
 use acpi_tables::aml::{self, EISAName, Name, Package, Path, ResourceTemplate, Scope, IO};
 use acpi_tables::facs::FACS;
@@ -32,6 +30,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryError};
 
 use crate::layout;
 
+mod pci;
+
 /// The OEM ID in every table header.
 pub const OEM_ID: [u8; 6] = *b"KEEL  ";
 /// The OEM table ID in every table header (the FADT's must match the XSDT's).
@@ -45,8 +45,6 @@ const IAPC_LEGACY_DEVICES: u16 = 1 << 0;
 const IAPC_8042: u16 = 1 << 1;
 /// FADT IAPC_BOOT_ARCH: no VGA.
 const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
-/// FADT IAPC_BOOT_ARCH: no MSI (there is no PCI yet; clear this with PCI).
-const IAPC_MSI_NOT_SUPPORTED: u16 = 1 << 3;
 
 /// MADT flags: the board also has dual 8259 PICs.
 const MADT_PCAT_COMPAT: u32 = 1 << 0;
@@ -117,9 +115,10 @@ pub fn create_acpi_tables<M: GuestMemory>(
     let dsdt = w.write("DSDT", &dsdt(), 8)?;
     let fadt = w.write("FACP", &fadt(facs, dsdt), 8)?;
     let madt = w.write("APIC", &madt(cfg.num_cpus), 8)?;
+    let mcfg = w.write("MCFG", &pci::mcfg(), 8)?;
 
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    for table in [fadt, madt] {
+    for table in [fadt, madt, mcfg] {
         xsdt.add_entry(table);
     }
     let xsdt = w.write("XSDT", &aml_bytes(&xsdt), 8)?;
@@ -210,8 +209,8 @@ fn fadt(facs: u64, dsdt: u64) -> Vec<u8> {
 
     // The CMOS keeps the century at index 0x32, as on every PC.
     f.century = 0x32;
-    f.iapc_boot_arch =
-        (IAPC_LEGACY_DEVICES | IAPC_8042 | IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED).into();
+    // MSI is supported (PCI devices use MSI-X): no "MSI not supported" bit.
+    f.iapc_boot_arch = (IAPC_LEGACY_DEVICES | IAPC_8042 | IAPC_VGA_NOT_PRESENT).into();
     aml_bytes(&f.finalize())
 }
 
@@ -328,7 +327,8 @@ impl Aml for RawAml {
     }
 }
 
-/// The DSDT: `\_S5` (soft off) and the ISA devices under `\_SB`.
+/// The DSDT: `\_S5` (soft off), the ISA devices and the PCI host bridge
+/// under `\_SB`.
 fn dsdt() -> Vec<u8> {
     let s5_type = layout::S5_SLEEP_TYPE;
     let s5_package = Package::new(vec![&s5_type, &s5_type, &aml::ZERO, &aml::ZERO]);
@@ -359,7 +359,8 @@ fn dsdt() -> Vec<u8> {
             &IrqNoFlags(I8042_KBD_IRQ),
         ],
     ));
-    let sb = Scope::new(Path::new("\\_SB_"), vec![&com1, &rtc, &kbd]);
+    let pci0 = RawAml(pci::pci0());
+    let sb = Scope::new(Path::new("\\_SB_"), vec![&com1, &rtc, &kbd, &pci0]);
 
     let mut dsdt = Sdt::new(
         *b"DSDT",
@@ -432,6 +433,7 @@ mod tests {
     struct Tables {
         fadt: Vec<u8>,
         madt: Vec<u8>,
+        mcfg: Vec<u8>,
         dsdt: Vec<u8>,
         facs: Vec<u8>,
     }
@@ -448,12 +450,16 @@ mod tests {
 
         let xsdt = table(mem, u64_at(&r, 24), b"XSDT");
         let entries: Vec<u64> = xsdt[36..].chunks(8).map(|c| u64_at(c, 0)).collect();
-        assert_eq!(entries.len(), 2);
+        assert_eq!(entries.len(), 3);
         let sigs: Vec<Vec<u8>> = entries.iter().map(|a| read(mem, *a, 4)).collect();
-        assert_eq!(sigs, vec![b"FACP".to_vec(), b"APIC".to_vec()]);
+        assert_eq!(
+            sigs,
+            vec![b"FACP".to_vec(), b"APIC".to_vec(), b"MCFG".to_vec()]
+        );
 
         let fadt = table(mem, entries[0], b"FACP");
         let madt = table(mem, entries[1], b"APIC");
+        let mcfg = table(mem, entries[2], b"MCFG");
         let dsdt = table(mem, u64_at(&fadt, 140), b"DSDT");
         let facs_addr = u64_at(&fadt, 132);
         assert_eq!(facs_addr % 64, 0, "FACS must be 64-byte aligned");
@@ -463,6 +469,7 @@ mod tests {
         Tables {
             fadt,
             madt,
+            mcfg,
             dsdt,
             facs,
         }
@@ -509,7 +516,7 @@ mod tests {
         let boot_arch = u16_at(f, 109);
         assert_ne!(boot_arch & (1 << 1), 0, "8042 present");
         assert_ne!(boot_arch & (1 << 2), 0, "VGA not present");
-        assert_ne!(boot_arch & (1 << 3), 0, "MSI not supported");
+        assert_eq!(boot_arch & (1 << 3), 0, "MSI is supported");
         assert_eq!(boot_arch & (1 << 5), 0, "the CMOS RTC exists");
 
         // X_ blocks: system I/O GAS (space, bit width, offset, access, address).
@@ -641,6 +648,35 @@ mod tests {
     }
 
     #[test]
+    fn mcfg_points_at_the_ecam_of_bus_0() {
+        let t = build(1);
+        let m = &t.mcfg;
+        assert_eq!(m[8], 1, "MCFG revision");
+        assert_eq!(m.len(), 60, "header, 8 reserved bytes, one 16-byte entry");
+        assert_eq!(u64_at(m, 44), layout::PCI_ECAM_START);
+        assert_eq!(u16_at(m, 52), 0, "segment");
+        assert_eq!((m[54], m[55]), (0, 0), "buses 0 to 0");
+        // 1 MiB per bus: bus 0's ECAM is exactly the reserved range.
+        assert_eq!(layout::PCI_ECAM_SIZE, 1 << 20);
+    }
+
+    #[test]
+    fn dsdt_has_the_pci_host_bridge_in_sb() {
+        let t = build(1);
+        let d = &t.dsdt;
+        let sb = find(d, b"\\_SB_").unwrap();
+        let pci0 = find(d, b"PCI0").expect("PCI0 in the DSDT");
+        assert!(pci0 > sb);
+        assert_eq!(d[pci0 - 4..pci0 - 2], [0x5b, 0x82], "DeviceOp");
+        let rest = &d[pci0..];
+        let hid = find(rest, b"_HID").unwrap();
+        assert_eq!(&rest[hid + 4..hid + 9], &[0x0c, 0x41, 0xd0, 0x0a, 0x08]);
+        for name in [&b"_CID"[..], b"_SEG", b"_BBN", b"_UID", b"_CRS", b"_PRT"] {
+            assert!(find(rest, name).is_some(), "{name:?} in PCI0");
+        }
+    }
+
+    #[test]
     fn too_many_or_no_cpus_is_an_error() {
         let mem = memory(2 << 20);
         for n in [0, 255] {
@@ -691,7 +727,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("keel-acpi-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut dsl = String::new();
-        for (name, bytes) in [("dsdt", &t.dsdt), ("facp", &t.fadt), ("apic", &t.madt)] {
+        for (name, bytes) in [
+            ("dsdt", &t.dsdt),
+            ("facp", &t.fadt),
+            ("apic", &t.madt),
+            ("mcfg", &t.mcfg),
+        ] {
             let aml = dir.join(format!("{name}.aml"));
             std::fs::write(&aml, bytes).unwrap();
             let out = std::process::Command::new("iasl")
@@ -707,7 +748,13 @@ mod tests {
             dsl.push_str(&std::fs::read_to_string(dir.join(format!("{name}.dsl"))).unwrap());
         }
         std::fs::remove_dir_all(&dir).unwrap();
-        // Compare with whitespace collapsed: iasl versions indent differently.
+        // Compare without iasl's `//` comments and with whitespace collapsed:
+        // iasl versions comment and indent differently.
+        let dsl = dsl
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(" ");
         let dsl = dsl.split_whitespace().collect::<Vec<_>>().join(" ");
         for want in [
             "Name (\\_S5, Package (0x04)",
@@ -720,6 +767,19 @@ mod tests {
             "EisaId (\"PNP0303\")",
             "SCI Interrupt : 0009",
             "Interrupt Source Override",
+            "Device (PCI0)",
+            "EisaId (\"PNP0A08\")",
+            "EisaId (\"PNP0A03\")",
+            "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0x0000, 0x0000, 0x0000, 0x0000, 0x0001",
+            "IO (Decode16, 0x0CF8, 0x0CF8, 0x01, 0x08, )",
+            "0x0000, 0x0000, 0x0CF7, 0x0000, 0x0CF8",
+            "0x0000, 0x0D00, 0xFFFF, 0x0000, 0xF300",
+            "0x00000000, 0xC0000000, 0xDFFFFFFF, 0x00000000, 0x20000000",
+            "Name (_PRT, Package (0x80)",
+            "Package (0x04) { 0x001FFFFF, 0x03, Zero, 0x12 }",
+            "Base Address : 00000000E0000000",
+            "Segment Group Number : 0000",
+            "End Bus Number : 00",
         ] {
             assert!(dsl.contains(want), "{want:?} not in:\n{dsl}");
         }

@@ -172,6 +172,12 @@ pub fn e820_map(ram: &[RamRange]) -> Vec<boot_e820_entry> {
             size: layout::ACPI_END - layout::ACPI_START,
             r#type: E820_RESERVED,
         },
+        // PCI ECAM: Linux uses an MCFG region only if it is reserved here.
+        boot_e820_entry {
+            addr: layout::PCI_ECAM_START,
+            size: layout::PCI_ECAM_SIZE,
+            r#type: E820_RESERVED,
+        },
     ];
     for r in ram {
         let start = r.start.max(layout::HIMEM_START);
@@ -361,11 +367,14 @@ mod tests {
             total,
             (5 << 30) - (layout::HIMEM_START - layout::EBDA_START)
         );
-        for e in &map {
+        for e in map.iter().filter(|e| e.r#type == E820_RAM) {
             let end = e.addr + e.size;
             assert!(end <= layout::MMIO_HOLE_START || e.addr >= layout::RAM_64BIT_START);
         }
         assert!(map.iter().any(|e| e.addr == layout::RAM_64BIT_START));
+        assert!(map.iter().any(|e| e.addr == layout::PCI_ECAM_START
+            && e.size == layout::PCI_ECAM_SIZE
+            && e.r#type == E820_RESERVED));
     }
 
     fn fake_kernel() -> LoadedKernel {

@@ -14,6 +14,8 @@
 //! 0x0010_0000 ├──────────────────────────────┤ kernel (HIMEM)
 //!             │ RAM ... initrd at its top    │
 //! 0xc000_0000 ├──────────────────────────────┤ 32-bit MMIO hole (1 GiB)
+//!             │ PCI BAR window (512 MiB)     │
+//! 0xe000_0000 │ PCI ECAM, bus 0 (1 MiB)      │ (reserved)
 //! 0xfec0_0000 │ IOAPIC                       │
 //! 0xfee0_0000 │ LAPIC                        │
 //! 0x1_0000_0000 ├────────────────────────────┤ RAM above 4 GiB
@@ -56,6 +58,38 @@ pub const LAPIC_START: u64 = 0xfee0_0000;
 pub const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 /// KVM's identity map page for real-mode emulation (one page below the TSS).
 pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+
+/// PCI: where memory BARs go (the host bridge's 32-bit `_CRS` window).
+pub const PCI_MMIO_START: u64 = MMIO_HOLE_START;
+/// PCI: the size of the memory BAR window.
+pub const PCI_MMIO_SIZE: u64 = 0x2000_0000;
+/// PCI: ECAM (MMCONFIG) for bus 0 (the MCFG table points here; e820 marks
+/// it reserved, as Linux requires).
+pub const PCI_ECAM_START: u64 = 0xe000_0000;
+/// PCI: 1 MiB of ECAM is bus 0.
+pub const PCI_ECAM_SIZE: u64 = 1 << 20;
+/// PCI configuration mechanism #1: address at 0xCF8, data at 0xCFC..0xD00.
+pub const PCI_CONFIG_PORT: u16 = 0xcf8;
+/// The ports of configuration mechanism #1.
+pub const PCI_CONFIG_PORT_LEN: u16 = 8;
+/// PCI: the host bridge forwards I/O ports from here to 0xFFFF (and those
+/// below 0xCF8) to the bus, as its `_CRS` says.
+pub const PCI_IO_START: u16 = 0x0d00;
+/// PCI: where I/O BARs are placed, up to 0xFFFF.
+pub const PCI_IO_BAR_START: u16 = 0xc000;
+const _: () = assert!(PCI_IO_START >= PCI_CONFIG_PORT + PCI_CONFIG_PORT_LEN);
+const _: () = assert!(PCI_IO_BAR_START >= PCI_IO_START);
+/// PCI INTx: the first of the 8 IOAPIC inputs PCI interrupts are wired to.
+pub const PCI_INTX_GSI_BASE: u32 = 16;
+/// PCI INTx: how many IOAPIC inputs they share (GSIs 16..24).
+pub const PCI_INTX_GSI_COUNT: u32 = 8;
+
+/// The GSI PCI slot `slot`'s interrupt pin `pin` (0 = INTA .. 3 = INTD) is
+/// wired to: the usual swizzle over GSIs 16..23, `16 + (slot + pin) % 8`,
+/// which the DSDT's `_PRT` describes.
+pub const fn pci_intx_gsi(slot: u8, pin: u8) -> u32 {
+    PCI_INTX_GSI_BASE + (slot as u32 + pin as u32) % PCI_INTX_GSI_COUNT
+}
 
 /// COM1: the serial console.
 pub const COM1_PORT: u16 = 0x3f8;
@@ -125,6 +159,34 @@ mod tests {
                 size: 256 << 20
             }]
         );
+    }
+
+    #[test]
+    fn pci_ranges_sit_in_the_hole_apart_from_the_apics() {
+        let bars = PCI_MMIO_START..PCI_MMIO_START + PCI_MMIO_SIZE;
+        let ecam = PCI_ECAM_START..PCI_ECAM_START + PCI_ECAM_SIZE;
+        for r in [&bars, &ecam] {
+            assert!(r.start >= MMIO_HOLE_START && r.end <= IOAPIC_START);
+            assert!(r.end <= KVM_IDENTITY_MAP_ADDRESS);
+        }
+        assert!(bars.end <= ecam.start);
+        for port in [COM1_PORT, RTC_PORT, I8042_COMMAND_PORT, PM1A_EVT_PORT] {
+            assert!(port < PCI_IO_START);
+        }
+    }
+
+    #[test]
+    fn pci_intx_swizzle_covers_gsis_16_to_23() {
+        assert_eq!(pci_intx_gsi(0, 0), 16);
+        assert_eq!(pci_intx_gsi(1, 0), 17);
+        assert_eq!(pci_intx_gsi(1, 3), 20);
+        assert_eq!(pci_intx_gsi(7, 1), 16);
+        assert_eq!(pci_intx_gsi(31, 3), 18);
+        for slot in 0..32 {
+            for pin in 0..4 {
+                assert!((16..24).contains(&pci_intx_gsi(slot, pin)));
+            }
+        }
     }
 
     #[test]
