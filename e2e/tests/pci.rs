@@ -45,7 +45,11 @@ fn guest_sees_the_host_bridge_and_uses_mcfg() {
         "root bus resource [mem 0xc0000000-0xdfffffff window]",
         "pci 0000:00:00.0: [8086:0d57] type 00 class 0x060000",
     ] {
-        assert!(has(want), "{want:?} not in the guest's dmesg:\n{}", out.dump());
+        assert!(
+            has(want),
+            "{want:?} not in the guest's dmesg:\n{}",
+            out.dump()
+        );
     }
     for unwanted in [
         "not reserved",
@@ -53,6 +57,10 @@ fn guest_sees_the_host_bridge_and_uses_mcfg() {
         "doesn't support MSI",
         "pci=nommconf",
     ] {
-        assert!(!has(unwanted), "{unwanted:?} in the guest's dmesg:\n{}", out.dump());
+        assert!(
+            !has(unwanted),
+            "{unwanted:?} in the guest's dmesg:\n{}",
+            out.dump()
+        );
     }
 }

@@ -24,7 +24,9 @@ use devices::PowerEvent;
 
 pub mod config;
 pub mod console;
+pub mod interrupts;
 pub mod kvm;
+pub mod pci_bus;
 mod signals;
 pub mod vcpu;
 pub mod vm;

@@ -213,7 +213,11 @@ impl Vm {
         insert(layout::RTC_PORT, 2, rtc)?;
         insert(layout::I8042_DATA_PORT, 5, i8042)?;
         insert(layout::PM1A_EVT_PORT, 12, pm.clone())?;
-        let mmio = Bus::new();
+        let mut mmio = Bus::new();
+        // PCI bus 0 (crates/vmm/src/pci_bus.rs): host bridge at 00:00.0,
+        // CF8/CFC and the I/O BARs on the port bus, ECAM and memory BARs on MMIO.
+        let _pci = crate::pci_bus::PciBus::attach(vm_fd.clone(), &mut pio, &mut mmio)
+            .map_err(VmError::Bus)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut vm = Vm {
