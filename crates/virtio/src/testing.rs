@@ -1,6 +1,7 @@
 //! An in-process virtio driver for tests and device benchmarks: it owns
-//! guest memory, lays out split virtqueues in it and drives a
-//! [`VirtioPciDevice`] through `PciDevice` config and BAR accesses in the
+//! guest memory, lays out split virtqueues in it, plugs a
+//! [`VirtioPciDevice`] into a real `pci::PciRoot` (which places its BAR as
+//! firmware would) and drives it through ECAM and the BAR window, in the
 //! order Linux's `virtio_pci_modern` does, with fake KVM plumbing (MSI
 //! routes, ioeventfds, an INTx line) whose fds are real EventFds.
 //!
@@ -18,11 +19,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use devices::{IoEvents, IrqLine, MsiMessage, MsiRoutes, MsiVector};
-use pci::PciDevice;
+use devices::{BusDevice, IoEvents, IrqLine, MsiMessage, MsiRoutes, MsiVector};
+use pci::{BarWindow, Ecam, PciRoot, PciWindows};
 use virtio_bindings::virtio_ring::VRING_DESC_F_NEXT;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
@@ -33,8 +34,8 @@ use crate::transport::pci::VirtioPciDevice;
 
 /// Size of the test guest's memory (one region at 0).
 pub const TEST_MEM_SIZE: usize = 4 << 20;
-/// Where the test driver puts BAR 0.
-pub const TEST_BAR_ADDR: u64 = 0xe000_0000;
+/// The PCI memory window of the test bus (BAR 0 lands at its start).
+pub const TEST_MMIO_WINDOW: std::ops::Range<u64> = 0xc000_0000..0xe000_0000;
 /// How long waits last before a test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -277,7 +278,11 @@ pub const MSI_DATA_BASE: u32 = 0x40;
 
 /// The test driver. Tests reach everything: fields are public.
 pub struct TestDriver {
-    pub dev: VirtioPciDevice,
+    pub dev: Arc<Mutex<VirtioPciDevice>>,
+    pub root: PciRoot,
+    pub slot: u8,
+    ecam: Ecam,
+    bar_window: BarWindow,
     pub mem: GuestMemoryMmap,
     pub msi: Arc<FakeMsiRoutes>,
     pub ioevents: Arc<FakeIoEvents>,
@@ -289,8 +294,8 @@ pub struct TestDriver {
 }
 
 impl TestDriver {
-    /// Puts `device` on a fake PCI bus at [`TEST_BAR_ADDR`] and finds its
-    /// capabilities.
+    /// Plugs `device` into a PCI root (BAR placed in [`TEST_MMIO_WINDOW`])
+    /// and finds its capabilities.
     pub fn new(device: Box<dyn VirtioDevice>) -> Self {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), TEST_MEM_SIZE)]).unwrap();
         let msi = Arc::new(FakeMsiRoutes::default());
@@ -302,11 +307,22 @@ impl TestDriver {
             msi.clone(),
             ioevents.clone(),
             irq.clone(),
-            TEST_BAR_ADDR,
         )
         .unwrap();
+        let dev = Arc::new(Mutex::new(dev));
+        let mut root = PciRoot::new(PciWindows {
+            mmio: TEST_MMIO_WINDOW,
+            io: 0xc000..0x1_0000,
+        });
+        let slot = root.add(dev.clone()).unwrap();
+        let ecam = root.ecam();
+        let bar_window = root.mmio_bars(TEST_MMIO_WINDOW.start);
         let mut d = Self {
             dev,
+            root,
+            slot,
+            ecam,
+            bar_window,
             mem,
             msi,
             ioevents,
@@ -320,6 +336,17 @@ impl TestDriver {
         d
     }
 
+    /// The device (locked, as a vCPU would hold it).
+    pub fn dev(&self) -> MutexGuard<'_, VirtioPciDevice> {
+        self.dev.lock().unwrap()
+    }
+
+    /// Where BAR 0 decodes now.
+    pub fn bar_addr(&self) -> u64 {
+        use pci::PciDevice;
+        self.dev().bars()[0].addr
+    }
+
     /// Bump-allocates `len` bytes of guest memory (16-byte aligned).
     pub fn alloc(&mut self, len: u64) -> u64 {
         let at = self.next_alloc;
@@ -331,21 +358,38 @@ impl TestDriver {
         at
     }
 
+    fn ecam_offset(&self, off: usize) -> u64 {
+        (u64::from(self.slot) << 15) | off as u64
+    }
+
+    /// Reads configuration space through ECAM, as the guest does.
+    pub fn cfg_read(&mut self, off: usize, data: &mut [u8]) {
+        let at = self.ecam_offset(off);
+        self.ecam.read(at, data);
+    }
+
     pub fn cfg_read8(&mut self, off: usize) -> u8 {
-        (self.dev.read_config((off / 4) as u16) >> ((off % 4) * 8)) as u8
+        let mut b = [0u8; 1];
+        self.cfg_read(off, &mut b);
+        b[0]
     }
 
     pub fn cfg_read16(&mut self, off: usize) -> u16 {
-        (self.dev.read_config((off / 4) as u16) >> ((off % 4) * 8)) as u16
+        let mut b = [0u8; 2];
+        self.cfg_read(off, &mut b);
+        u16::from_le_bytes(b)
     }
 
     pub fn cfg_read32(&mut self, off: usize) -> u32 {
-        self.dev.read_config((off / 4) as u16)
+        let mut b = [0u8; 4];
+        self.cfg_read(off, &mut b);
+        u32::from_le_bytes(b)
     }
 
+    /// Writes configuration space through ECAM.
     pub fn cfg_write(&mut self, off: usize, data: &[u8]) {
-        self.dev
-            .write_config((off / 4) as u16, (off % 4) as u8, data);
+        let at = self.ecam_offset(off);
+        self.ecam.write(at, data);
     }
 
     /// Walks the capability list like `virtio_pci_find_capability`.
@@ -395,14 +439,18 @@ impl TestDriver {
         caps
     }
 
+    /// Reads BAR 0 at `off` through the PCI root's MMIO window.
     pub fn bar_read(&mut self, off: u64, len: usize) -> u64 {
         let mut b = [0u8; 8];
-        self.dev.read_bar(0, off, &mut b[..len]);
+        let at = self.bar_addr() + off - TEST_MMIO_WINDOW.start;
+        self.bar_window.read(at, &mut b[..len]);
         u64::from_le_bytes(b)
     }
 
+    /// Writes BAR 0 at `off` through the PCI root's MMIO window.
     pub fn bar_write(&mut self, off: u64, len: usize, v: u64) {
-        self.dev.write_bar(0, off, &v.to_le_bytes()[..len]);
+        let at = self.bar_addr() + off - TEST_MMIO_WINDOW.start;
+        self.bar_window.write(at, &v.to_le_bytes()[..len]);
     }
 
     pub fn common_read(&mut self, off: u64, len: usize) -> u64 {
@@ -557,7 +605,7 @@ impl TestDriver {
     /// when one is registered (as KVM would), else through an MMIO write.
     pub fn kick(&mut self, index: u16) {
         let off = self.caps.notify + u64::from(index) * u64::from(self.caps.notify_multiplier);
-        let addr = TEST_BAR_ADDR + off;
+        let addr = self.bar_addr() + off;
         if let Some(fd) = self.ioevents.registered.lock().unwrap().get(&addr) {
             fd.write(1).unwrap();
             return;

@@ -243,7 +243,7 @@ fn reset_stops_the_worker_and_a_new_driver_works() {
         .map(|fd| fd.try_clone().unwrap())
         .collect();
     d.reset();
-    assert!(!d.dev.state().active);
+    assert!(!d.dev().state().active);
     // The old ring gets a request and a kick: nobody serves it.
     let buf = d.alloc(64);
     d.fill_guest(buf, 64, SENTINEL);
@@ -266,12 +266,12 @@ fn reset_stops_the_worker_and_a_new_driver_works() {
 #[test]
 fn pause_holds_requests_until_resume() {
     let mut d = rng_driver(true, VERSION_1, 16);
-    d.dev.pause().unwrap();
+    d.dev().pause().unwrap();
     let buf = request(&mut d, 0, 32);
     d.kick(0);
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(d.queues[&0].used_idx(&d.mem), 0);
-    d.dev.resume().unwrap();
+    d.dev().resume().unwrap();
     assert_eq!(d.wait_used(0, 0, 1), vec![(0, 32)]);
     assert!(looks_random(&d.read_guest(buf, 32)));
 }

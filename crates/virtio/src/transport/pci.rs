@@ -11,38 +11,36 @@
 //!   0x6000 MSI-X PBA
 //! ```
 //!
-//! plus a VIRTIO_PCI_CAP_PCI_CFG window for firmware. The device status
-//! machine lives in [`common_cfg`]; interrupts in [`interrupt`].
+//! plus a VIRTIO_PCI_CAP_PCI_CFG window for firmware. The configuration
+//! header and MSI-X are `pci::PciConfig` and `pci::MsixConfig`; the device
+//! status machine lives in [`common_cfg`]; interrupt delivery in [`interrupt`].
 
 mod common_cfg;
-mod config_space;
 mod interrupt;
-mod msix;
 #[cfg(test)]
 mod tests;
 
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use devices::{IoEvents, IrqLine, MsiRoutes};
-use pci::{Bar, BarKind, PciDevice};
+use pci::config::COMMAND_INTX_DISABLE;
+use pci::{Bar, BarKind, MsixConfig, MsixError, PciConfig, PciConfigError, PciDevice, PciIds};
 use virtio_bindings::virtio_ids;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::device::{Activation, VirtioDevice, TRANSPORT_FEATURES};
+use crate::device::{Activation, VirtioDevice, VirtioInterrupt, TRANSPORT_FEATURES};
 use crate::features;
 use crate::queue::VirtQueue;
 
 pub use common_cfg::{CommonConfigState, QueueConfig, NO_VECTOR};
-pub use msix::{MsixEntry, MsixState};
 
 use common_cfg::{CommonAction, CommonConfig, ReadContext};
-use config_space::{ConfigSpace, PciIds};
 use interrupt::PciInterrupt;
-use msix::Msix;
 
 /// The size of BAR 0.
 pub const BAR_SIZE: u64 = 0x8000;
@@ -64,6 +62,7 @@ const MSIX_PBA: u64 = 0x6000;
 const REGION_SIZE: u64 = 0x1000;
 const MSIX_TABLE_SIZE: u64 = 0x2000;
 
+const COMMAND: usize = 0x04;
 const CAP_VENDOR: u8 = 0x09;
 const CAP_COMMON_CFG: u8 = 1;
 const CAP_NOTIFY_CFG: u8 = 2;
@@ -71,17 +70,17 @@ const CAP_ISR_CFG: u8 = 3;
 const CAP_DEVICE_CFG: u8 = 4;
 const CAP_PCI_CFG: u8 = 5;
 
-/// Errors of creating a virtio-pci function.
+/// Errors of creating a virtio-pci function, and (logged) of activating it.
 #[derive(Debug, thiserror::Error)]
 pub enum VirtioPciError {
     #[error("Device has {0} queues; 1 to 511 are supported")]
     QueueCount(usize),
     #[error("Queue {index} maximum size {size} is not a power of two up to 32768")]
     QueueMaxSize { index: usize, size: u16 },
-    #[error("BAR address {0:#x} is not aligned to the BAR size")]
-    BarAddress(u64),
-    #[error("Cannot allocate an MSI vector")]
-    AllocateVector(#[source] std::io::Error),
+    #[error("Cannot describe the PCI function")]
+    Config(#[source] PciConfigError),
+    #[error("Cannot set up MSI-X")]
+    Msix(#[source] MsixError),
     #[error("Cannot create a queue notification EventFd")]
     EventFd(#[source] std::io::Error),
     #[error("Queue {index} is unusable")]
@@ -96,13 +95,14 @@ pub enum VirtioPciError {
     Activate(#[source] crate::device::ActivateError),
 }
 
-/// Everything the transport holds about a function, as plain data (for
-/// snapshots; restoring is for later).
+/// What the transport holds about a function, as plain data (for snapshots;
+/// restoring is for later, as is the MSI-X table, which `pci::MsixConfig`
+/// keeps).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VirtioPciState {
     pub common: CommonConfigState,
+    /// The first 256 bytes of configuration space, as the guest reads them.
     pub config_space: Vec<u8>,
-    pub msix: MsixState,
     pub needs_reset: bool,
     pub config_generation: u8,
     pub isr: u8,
@@ -113,10 +113,9 @@ pub struct VirtioPciState {
 pub struct VirtioPciDevice {
     device: Box<dyn VirtioDevice>,
     mem: GuestMemoryMmap,
-    config: ConfigSpace,
+    config: PciConfig,
     common: CommonConfig,
-    msix: Msix,
-    msix_cap: usize,
+    msix: Arc<MsixConfig>,
     pci_cfg_cap: usize,
     interrupt: Arc<PciInterrupt>,
     ioevents: Arc<dyn IoEvents>,
@@ -128,16 +127,15 @@ pub struct VirtioPciDevice {
 }
 
 impl VirtioPciDevice {
-    /// Puts `device` on PCI with BAR 0 at `bar_addr` (aligned to
-    /// [`BAR_SIZE`]), MSI-X vectors from `msi`, notifications through
-    /// `ioevents` and `irq` as its INTA line.
+    /// Puts `device` on PCI: MSI-X vectors from `msi`, notifications through
+    /// `ioevents`, `irq` as its INTA line. BAR 0 starts unplaced and not
+    /// decoding: `pci::PciRoot::add` places it, as firmware would.
     pub fn new(
         device: Box<dyn VirtioDevice>,
         mem: GuestMemoryMmap,
         msi: Arc<dyn MsiRoutes>,
         ioevents: Arc<dyn IoEvents>,
         irq: Arc<dyn IrqLine>,
-        bar_addr: u64,
     ) -> Result<Self, VirtioPciError> {
         let max_sizes = device.queue_max_sizes().to_vec();
         if max_sizes.is_empty() || max_sizes.len() > MAX_QUEUES {
@@ -148,73 +146,44 @@ impl VirtioPciDevice {
                 return Err(VirtioPciError::QueueMaxSize { index, size });
             }
         }
-        if !bar_addr.is_multiple_of(BAR_SIZE) {
-            return Err(VirtioPciError::BarAddress(bar_addr));
-        }
-        let nvec = max_sizes.len() + 1;
-        let mut vectors = Vec::with_capacity(nvec);
-        for _ in 0..nvec {
-            match msi.allocate() {
-                Ok(v) => vectors.push(v),
-                Err(e) => {
-                    for v in vectors {
-                        msi.release(v);
-                    }
-                    return Err(VirtioPciError::AllocateVector(e));
-                }
-            }
-        }
-        let interrupt = Arc::new(PciInterrupt::new(
-            vectors,
-            max_sizes.len(),
-            irq,
-            msi.clone(),
-        ));
+        // At most 512 vectors: the table fits its 8 KiB region.
+        let nvec = max_sizes.len() as u16 + 1;
+        let msix = Arc::new(
+            MsixConfig::new(nvec, (0, MSIX_TABLE), (0, MSIX_PBA), msi)
+                .map_err(VirtioPciError::Msix)?,
+        );
         let kicks = (0..max_sizes.len())
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()
             .map_err(VirtioPciError::EventFd)?;
-
         let device_type = device.device_type();
-        let ids = PciIds {
-            vendor: VIRTIO_PCI_VENDOR,
-            device: VIRTIO_PCI_DEVICE_BASE.wrapping_add(device_type as u16),
-            revision: 1,
-            class: class_code(device_type),
-            subsystem_vendor: VIRTIO_PCI_VENDOR,
-            subsystem: 0x1100,
-        };
-        let mut config = ConfigSpace::new(ids, BAR_SIZE, bar_addr);
-        let msix = Msix::new(interrupt.clone(), msi);
-        let (msix_cap, pci_cfg_cap) =
-            add_capabilities(&mut config, msix.control(), max_sizes.len());
+        let (config, pci_cfg_cap) = build_config(device_type, msix.clone(), max_sizes.len())
+            .map_err(VirtioPciError::Config)?;
+        let interrupt = Arc::new(PciInterrupt::new(msix.clone(), max_sizes.len(), irq));
         let offered = (device.features() | TRANSPORT_FEATURES)
             & !(features::ACCESS_PLATFORM | features::RING_PACKED);
-        let common = CommonConfig::new(offered, &max_sizes, nvec as u16);
-        let mut dev = Self {
+        let common = CommonConfig::new(offered, &max_sizes, nvec);
+        Ok(Self {
             device,
             mem,
             config,
             common,
             msix,
-            msix_cap,
             pci_cfg_cap,
             interrupt,
             ioevents,
             kicks,
             ioevents_at: None,
             active: false,
-        };
-        dev.update_ioevents();
-        Ok(dev)
+        })
     }
 
     /// The device's one-line description, with where it sits.
     pub fn describe(&self) -> String {
         format!(
-            "{} (virtio-pci, BAR {:#x})",
+            "{} (virtio-pci, BAR 0 at {:#x})",
             self.device.describe(),
-            self.config.bar_addr()
+            self.config.bar_address(0)
         )
     }
 
@@ -230,8 +199,9 @@ impl VirtioPciDevice {
     pub fn state(&self) -> VirtioPciState {
         VirtioPciState {
             common: self.common.state.clone(),
-            config_space: self.config.bytes().to_vec(),
-            msix: self.msix.state(),
+            config_space: (0..64u16)
+                .flat_map(|r| self.config.read_config(r).to_le_bytes())
+                .collect(),
             needs_reset: self.interrupt.needs_reset.load(Ordering::SeqCst),
             config_generation: self.interrupt.config_generation.load(Ordering::SeqCst),
             isr: self.interrupt.isr.load(Ordering::SeqCst),
@@ -248,9 +218,10 @@ impl VirtioPciDevice {
         self.device.resume()
     }
 
-    /// The guest address of queue `index`'s notification register.
-    pub fn notify_addr(&self, index: u16) -> u64 {
-        self.config.bar_addr() + NOTIFY_CFG + u64::from(index) * u64::from(NOTIFY_OFF_MULTIPLIER)
+    /// Stops the device (VM shutdown): its worker exits.
+    pub fn shutdown(&mut self) {
+        self.device.reset();
+        self.active = false;
     }
 
     fn read_common(&self, offset: u64, data: &mut [u8]) {
@@ -285,7 +256,7 @@ impl VirtioPciDevice {
                 self.device.describe(),
                 crate::error_chain(&e)
             );
-            crate::device::VirtioInterrupt::set_needs_reset(self.interrupt.as_ref());
+            self.interrupt.set_needs_reset();
         }
     }
 
@@ -307,7 +278,7 @@ impl VirtioPciDevice {
                 .map_err(VirtioPciError::EventFd)?;
             queues.push(VirtQueue::new(index as u16, queue, kick));
         }
-        let interrupt: Arc<dyn crate::device::VirtioInterrupt> = self.interrupt.clone();
+        let interrupt: Arc<dyn VirtioInterrupt> = self.interrupt.clone();
         self.device
             .activate(Activation {
                 mem: self.mem.clone(),
@@ -332,14 +303,10 @@ impl VirtioPciDevice {
         }
     }
 
-    /// Keeps the queues' ioeventfds at the BAR's current address while
-    /// memory decoding is on.
-    fn update_ioevents(&mut self) {
-        let addr = self.config.bar_addr();
-        let want =
-            (self.config.memory_enabled() && addr != 0 && addr.checked_add(BAR_SIZE).is_some())
-                .then_some(addr);
-        if want == self.ioevents_at {
+    /// Moves the queues' ioeventfds to where BAR 0 now decodes (`None`:
+    /// decoding off).
+    fn move_ioevents(&mut self, bar: Option<u64>) {
+        if bar == self.ioevents_at {
             return;
         }
         if let Some(old) = self.ioevents_at.take() {
@@ -347,7 +314,7 @@ impl VirtioPciDevice {
                 let _ = self.ioevents.unregister(notify_addr(old, i), k);
             }
         }
-        if let Some(new) = want {
+        if let Some(new) = bar {
             for (i, k) in self.kicks.iter().enumerate() {
                 if let Err(e) = self.ioevents.register(notify_addr(new, i), k) {
                     // Notify writes still arrive through write_bar.
@@ -359,69 +326,62 @@ impl VirtioPciDevice {
                 }
             }
         }
-        self.ioevents_at = want;
+        self.ioevents_at = bar;
     }
 
-    /// The VIRTIO_PCI_CAP_PCI_CFG window: (offset, length) when the driver
-    /// set it up validly for BAR 0.
+    /// The VIRTIO_PCI_CAP_PCI_CFG window: (BAR offset, length) when the
+    /// driver set it up validly for BAR 0.
     fn pci_cfg_window(&self) -> Option<(u64, usize)> {
-        let cap = self.pci_cfg_cap;
-        let bar = self.config.u8_at(cap + 4);
-        let offset = u64::from(self.config.u32_at(cap + 8));
-        let len = self.config.u32_at(cap + 12) as usize;
-        (bar == 0 && matches!(len, 1 | 2 | 4) && offset % len as u64 == 0).then_some((offset, len))
+        let mut cap = [0u8; 16];
+        self.config.read_raw(self.pci_cfg_cap, &mut cap);
+        let bar = cap[4];
+        let offset = u64::from(u32::from_le_bytes([cap[8], cap[9], cap[10], cap[11]]));
+        let len = u32::from_le_bytes([cap[12], cap[13], cap[14], cap[15]]) as usize;
+        (bar == 0 && matches!(len, 1 | 2 | 4) && offset.is_multiple_of(len as u64))
+            .then_some((offset, len))
+    }
+
+    fn pci_cfg_data(&self) -> Range<usize> {
+        self.pci_cfg_cap + 16..self.pci_cfg_cap + 20
     }
 }
 
 impl Drop for VirtioPciDevice {
     fn drop(&mut self) {
         self.device.reset();
-        if let Some(old) = self.ioevents_at.take() {
-            for (i, k) in self.kicks.iter().enumerate() {
-                let _ = self.ioevents.unregister(notify_addr(old, i), k);
-            }
-        }
+        self.move_ioevents(None);
     }
 }
 
 impl PciDevice for VirtioPciDevice {
     fn read_config(&mut self, reg: u16) -> u32 {
-        let data_reg = (self.pci_cfg_cap + 16) / 4;
-        if usize::from(reg) == data_reg {
+        if usize::from(reg) * 4 == self.pci_cfg_data().start {
             let mut word = [0u8; 4];
             if let Some((offset, len)) = self.pci_cfg_window() {
                 self.read_bar(0, offset, &mut word[..len]);
             }
             return u32::from_le_bytes(word);
         }
-        self.config.read_reg(reg)
+        self.config.read_config(reg)
     }
 
     fn write_config(&mut self, reg: u16, offset: u8, data: &[u8]) {
-        let touched = self.config.write(reg, offset, data);
-        if touched.is_empty() {
-            return;
+        for change in self.config.write_config(reg, offset, data) {
+            if change.index == 0 {
+                self.move_ioevents(change.new.map(|b| b.addr));
+            }
         }
-        let overlaps =
-            |start: usize, len: usize| touched.start < start + len && start < touched.end;
-        if overlaps(self.msix_cap + 2, 2) {
-            self.msix.set_control(self.config.u16_at(self.msix_cap + 2));
+        let start = usize::from(reg) * 4 + usize::from(offset);
+        let touched = start..start + data.len();
+        let overlaps = |r: Range<usize>| touched.start < r.end && r.start < touched.end;
+        if overlaps(COMMAND..COMMAND + 2) {
+            let disabled = self.config.command() & COMMAND_INTX_DISABLE != 0;
+            self.interrupt.set_intx_disabled(disabled);
         }
-        if overlaps(config_space::COMMAND, 2) {
-            let disabled = self.config.command() & config_space::COMMAND_INTX_DISABLE != 0;
-            self.interrupt
-                .intx_disabled
-                .store(disabled, Ordering::SeqCst);
-        }
-        if overlaps(config_space::COMMAND, 2) || overlaps(config_space::BAR0, 8) {
-            self.update_ioevents();
-        }
-        if overlaps(self.pci_cfg_cap + 16, 4) {
+        if overlaps(self.pci_cfg_data()) {
             if let Some((bar_offset, len)) = self.pci_cfg_window() {
                 let mut word = [0u8; 4];
-                for (i, b) in word.iter_mut().enumerate() {
-                    *b = self.config.u8_at(self.pci_cfg_cap + 16 + i);
-                }
+                self.config.read_raw(self.pci_cfg_data().start, &mut word);
                 self.write_bar(0, bar_offset, &word[..len]);
             }
         }
@@ -439,8 +399,9 @@ impl PciDevice for VirtioPciDevice {
             COMMON_CFG => self.read_common(local, data),
             ISR_CFG if local == 0 => data[0] = self.interrupt.read_isr(),
             DEVICE_CFG => self.device.read_config(local, data),
-            MSIX_TABLE => self.msix.read_table(local, data),
-            MSIX_PBA => self.msix.read_pba(local, data),
+            MSIX_TABLE | MSIX_PBA => {
+                self.msix.read_bar(0, offset, data);
+            }
             _ => {}
         }
     }
@@ -462,21 +423,15 @@ impl PciDevice for VirtioPciDevice {
                     let _ = k.write(1);
                 }
             }
-            MSIX_TABLE => self.msix.write_table(local, data),
+            MSIX_TABLE | MSIX_PBA => {
+                self.msix.write_bar(0, offset, data);
+            }
             _ => {}
         }
     }
 
     fn bars(&self) -> Vec<Bar> {
-        if !self.config.memory_enabled() {
-            return Vec::new();
-        }
-        vec![Bar {
-            index: 0,
-            addr: self.config.bar_addr(),
-            size: BAR_SIZE,
-            kind: BarKind::Mmio64,
-        }]
+        self.config.bars()
     }
 }
 
@@ -511,55 +466,71 @@ fn build_queue(qc: &QueueConfig, event_idx: bool) -> Result<Queue, virtio_queue:
     Ok(q)
 }
 
-/// PCI class codes by virtio device type (as QEMU presents them).
-fn class_code(device_type: u32) -> u32 {
+/// PCI class, subclass by virtio device type (as QEMU presents them).
+fn class_code(device_type: u32) -> (u8, u8) {
     match device_type {
-        virtio_ids::VIRTIO_ID_NET => 0x02_00_00,
-        virtio_ids::VIRTIO_ID_BLOCK => 0x01_80_00,
-        virtio_ids::VIRTIO_ID_CONSOLE | virtio_ids::VIRTIO_ID_VSOCK => 0x07_80_00,
-        _ => 0xff_00_00,
+        virtio_ids::VIRTIO_ID_NET => (0x02, 0x00),
+        virtio_ids::VIRTIO_ID_BLOCK => (0x01, 0x80),
+        virtio_ids::VIRTIO_ID_CONSOLE | virtio_ids::VIRTIO_ID_VSOCK => (0x07, 0x80),
+        _ => (0xff, 0x00),
     }
 }
 
-/// Lays out the capability list; returns the MSI-X and PCI_CFG offsets.
-fn add_capabilities(config: &mut ConfigSpace, msix_control: u16, queues: usize) -> (usize, usize) {
-    let mut msix = vec![msix::MSIX_CAP_ID, 0];
-    msix.extend_from_slice(&msix_control.to_le_bytes());
-    msix.extend_from_slice(&(MSIX_TABLE as u32).to_le_bytes()); // BIR 0
-    msix.extend_from_slice(&(MSIX_PBA as u32).to_le_bytes());
-    // Only Enable and Function Mask are writable.
-    let msix_cap = config.add_capability(&msix, &[(3..4, 0xc0)]);
-
+/// The configuration header: IDs, INTA, BAR 0 (64-bit, not prefetchable:
+/// reading ISR has effects), MSI-X and the virtio capabilities. Returns it
+/// and the offset of the PCI_CFG capability.
+fn build_config(
+    device_type: u32,
+    msix: Arc<MsixConfig>,
+    queues: usize,
+) -> Result<(PciConfig, usize), PciConfigError> {
+    let (class, subclass) = class_code(device_type);
+    let mut config = PciConfig::new(PciIds {
+        vendor: VIRTIO_PCI_VENDOR,
+        device: VIRTIO_PCI_DEVICE_BASE.wrapping_add(device_type as u16),
+        subsystem_vendor: VIRTIO_PCI_VENDOR,
+        subsystem: 0x1100,
+        class,
+        subclass,
+        prog_if: 0,
+        revision: 1,
+    });
+    config.set_interrupt_pin(1)?;
+    config.add_bar(0, BAR_SIZE, BarKind::Mmio64, false)?;
+    config.add_msix(msix)?;
+    // struct virtio_pci_cap after its ID and next bytes: cap_len,
+    // cfg_type, bar, id, padding[2], offset, length; then `extra`.
     let vcap = |cfg_type: u8, offset: u64, length: u32, extra: &[u8]| {
-        let mut c = vec![CAP_VENDOR, 0, 16 + extra.len() as u8, cfg_type, 0, 0, 0, 0];
+        let mut c = vec![16 + extra.len() as u8, cfg_type, 0, 0, 0, 0];
         c.extend_from_slice(&(offset as u32).to_le_bytes());
         c.extend_from_slice(&length.to_le_bytes());
         c.extend_from_slice(extra);
         c
     };
+    let region = REGION_SIZE as u32;
     config.add_capability(
-        &vcap(CAP_COMMON_CFG, COMMON_CFG, REGION_SIZE as u32, &[]),
+        CAP_VENDOR,
+        &vcap(CAP_COMMON_CFG, COMMON_CFG, region, &[]),
         &[],
-    );
-    let notify_len = (queues as u32) * NOTIFY_OFF_MULTIPLIER;
+    )?;
+    let notify_len = queues as u32 * NOTIFY_OFF_MULTIPLIER;
+    let multiplier = NOTIFY_OFF_MULTIPLIER.to_le_bytes();
     config.add_capability(
-        &vcap(
-            CAP_NOTIFY_CFG,
-            NOTIFY_CFG,
-            notify_len,
-            &NOTIFY_OFF_MULTIPLIER.to_le_bytes(),
-        ),
+        CAP_VENDOR,
+        &vcap(CAP_NOTIFY_CFG, NOTIFY_CFG, notify_len, &multiplier),
         &[],
-    );
-    config.add_capability(&vcap(CAP_ISR_CFG, ISR_CFG, REGION_SIZE as u32, &[]), &[]);
+    )?;
+    config.add_capability(CAP_VENDOR, &vcap(CAP_ISR_CFG, ISR_CFG, region, &[]), &[])?;
     config.add_capability(
-        &vcap(CAP_DEVICE_CFG, DEVICE_CFG, REGION_SIZE as u32, &[]),
+        CAP_VENDOR,
+        &vcap(CAP_DEVICE_CFG, DEVICE_CFG, region, &[]),
         &[],
-    );
-    // bar, offset, length and the data window are the driver's to write.
-    let pci_cfg = config.add_capability(
-        &vcap(CAP_PCI_CFG, 0, 0, &[0; 4]),
-        &[(4..5, 0xff), (8..20, 0xff)],
-    );
-    (msix_cap, pci_cfg)
+    )?;
+    // The driver writes bar, offset, length and the data window.
+    let mut writable = [0u8; 18];
+    writable[2] = 0xff;
+    writable[6..18].fill(0xff);
+    let pci_cfg =
+        config.add_capability(CAP_VENDOR, &vcap(CAP_PCI_CFG, 0, 0, &[0; 4]), &writable)?;
+    Ok((config, usize::from(pci_cfg)))
 }

@@ -1,16 +1,17 @@
 //! The interrupt state a virtio-pci function shares between the vCPU side
-//! (MSI-X table, ISR reads, common config) and the device's worker thread,
-//! which signals through it without taking a lock.
+//! (common config, ISR reads) and the device's worker thread.
 //!
-//! With MSI-X enabled, a signal writes the vector's irqfd (KVM injects the
-//! MSI with no VMM round trip), or sets its pending bit while the vector is
-//! masked; unmasking delivers what is pending. With MSI-X off, a signal sets
-//! the ISR bit and raises the INTx line; reading ISR clears both.
+//! With MSI-X enabled, a signal goes to the queue's (or configuration's)
+//! vector through the function's [`MsixConfig`]: its irqfd, so KVM injects
+//! the MSI with no VMM round trip, or its pending bit while masked. With
+//! MSI-X off, a signal sets the ISR bit and raises the INTx line; reading
+//! ISR clears both.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use devices::{IrqLine, MsiRoutes, MsiVector};
+use devices::IrqLine;
+use pci::MsixConfig;
 
 use super::common_cfg::NO_VECTOR;
 use crate::device::VirtioInterrupt;
@@ -19,18 +20,8 @@ use crate::device::VirtioInterrupt;
 pub const ISR_QUEUE: u8 = 1;
 pub const ISR_CONFIG: u8 = 2;
 
-/// One MSI-X vector: its KVM route and delivery state.
-pub struct SharedVector {
-    pub vector: MsiVector,
-    /// Enabled, not function-masked, not masked: signals go straight out.
-    pub deliverable: AtomicBool,
-    /// Signalled while not deliverable (the PBA bit).
-    pub pending: AtomicBool,
-}
-
 pub struct PciInterrupt {
-    pub vectors: Vec<SharedVector>,
-    pub msix_enabled: AtomicBool,
+    pub msix: Arc<MsixConfig>,
     pub queue_vectors: Vec<AtomicU16>,
     pub config_vector: AtomicU16,
     pub isr: AtomicU8,
@@ -38,26 +29,12 @@ pub struct PciInterrupt {
     pub needs_reset: AtomicBool,
     pub config_generation: AtomicU8,
     irq: Arc<dyn IrqLine>,
-    msi: Arc<dyn MsiRoutes>,
 }
 
 impl PciInterrupt {
-    pub fn new(
-        vectors: Vec<MsiVector>,
-        queues: usize,
-        irq: Arc<dyn IrqLine>,
-        msi: Arc<dyn MsiRoutes>,
-    ) -> Self {
+    pub fn new(msix: Arc<MsixConfig>, queues: usize, irq: Arc<dyn IrqLine>) -> Self {
         Self {
-            vectors: vectors
-                .into_iter()
-                .map(|vector| SharedVector {
-                    vector,
-                    deliverable: AtomicBool::new(false),
-                    pending: AtomicBool::new(false),
-                })
-                .collect(),
-            msix_enabled: AtomicBool::new(false),
+            msix,
             queue_vectors: (0..queues).map(|_| AtomicU16::new(NO_VECTOR)).collect(),
             config_vector: AtomicU16::new(NO_VECTOR),
             isr: AtomicU8::new(0),
@@ -65,43 +42,6 @@ impl PciInterrupt {
             needs_reset: AtomicBool::new(false),
             config_generation: AtomicU8::new(0),
             irq,
-            msi,
-        }
-    }
-
-    /// Signals MSI-X vector `v` (or makes it pending).
-    pub fn signal_vector(&self, v: u16) {
-        let Some(sv) = self.vectors.get(usize::from(v)) else {
-            return;
-        };
-        if sv.deliverable.load(Ordering::SeqCst) {
-            let _ = sv.vector.irqfd.write(1);
-            return;
-        }
-        sv.pending.store(true, Ordering::SeqCst);
-        // The guest may have unmasked between the check and the store; the
-        // unmasking side clears `pending` after setting `deliverable`, so
-        // exactly one of us sends it.
-        if sv.deliverable.load(Ordering::SeqCst) && sv.pending.swap(false, Ordering::SeqCst) {
-            let _ = sv.vector.irqfd.write(1);
-        }
-    }
-
-    /// Called on the vCPU side when vector `v` becomes deliverable (after
-    /// its route is set): sends what was pending.
-    pub fn unmasked(&self, v: usize) {
-        let Some(sv) = self.vectors.get(v) else {
-            return;
-        };
-        sv.deliverable.store(true, Ordering::SeqCst);
-        if sv.pending.swap(false, Ordering::SeqCst) {
-            let _ = sv.vector.irqfd.write(1);
-        }
-    }
-
-    pub fn masked(&self, v: usize) {
-        if let Some(sv) = self.vectors.get(v) {
-            sv.deliverable.store(false, Ordering::SeqCst);
         }
     }
 
@@ -125,6 +65,14 @@ impl PciInterrupt {
         v
     }
 
+    /// The guest set or cleared Interrupt Disable in the command register.
+    pub fn set_intx_disabled(&self, disabled: bool) {
+        self.intx_disabled.store(disabled, Ordering::SeqCst);
+        if self.isr.load(Ordering::SeqCst) != 0 {
+            self.irq.set_level(!disabled);
+        }
+    }
+
     /// Device reset: no vectors mapped, nothing pending in ISR.
     pub fn reset(&self) {
         for q in &self.queue_vectors {
@@ -139,9 +87,9 @@ impl PciInterrupt {
     }
 
     fn signal(&self, vector: u16, isr_bit: u8) {
-        if self.msix_enabled.load(Ordering::SeqCst) {
+        if self.msix.enabled() {
             if vector != NO_VECTOR {
-                self.signal_vector(vector);
+                self.msix.signal(vector);
             }
         } else {
             self.raise_intx(isr_bit);
@@ -165,14 +113,6 @@ impl VirtioInterrupt for PciInterrupt {
     fn set_needs_reset(&self) {
         if !self.needs_reset.swap(true, Ordering::SeqCst) {
             self.signal(self.config_vector.load(Ordering::Relaxed), ISR_CONFIG);
-        }
-    }
-}
-
-impl Drop for PciInterrupt {
-    fn drop(&mut self) {
-        for sv in self.vectors.drain(..) {
-            self.msi.release(sv.vector);
         }
     }
 }

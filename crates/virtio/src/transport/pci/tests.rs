@@ -97,10 +97,10 @@ fn function_is_a_modern_virtio_device_with_all_capabilities() {
     assert_eq!((c.msix_table, c.msix_pba), (0x4000, 0x6000));
     assert_eq!(d.queue_notify_off(1), 1);
     assert_eq!(
-        d.dev.bars(),
+        d.dev().bars(),
         vec![Bar {
             index: 0,
-            addr: TEST_BAR_ADDR,
+            addr: TEST_MMIO_WINDOW.start,
             size: BAR_SIZE,
             kind: BarKind::Mmio64
         }]
@@ -128,12 +128,12 @@ fn ioeventfds_follow_the_bar() {
         v.sort();
         v
     };
-    assert_eq!(registered(&d), notify(TEST_BAR_ADDR));
+    assert_eq!(registered(&d), notify(TEST_MMIO_WINDOW.start));
     // Linux turns decoding off while it sizes BARs.
     let cmd = d.cfg_read16(4);
     d.cfg_write(4, &(cmd & !2).to_le_bytes());
     assert!(registered(&d).is_empty());
-    assert!(d.dev.bars().is_empty());
+    assert!(d.dev().bars().is_empty());
     d.cfg_write(0x10, &[0xff; 4]);
     d.cfg_write(0x14, &[0xff; 4]);
     assert_eq!(d.cfg_read32(0x10), 0xffff_8004);
@@ -145,7 +145,7 @@ fn ioeventfds_follow_the_bar() {
     d.cfg_write(0x14, &1u32.to_le_bytes());
     d.cfg_write(4, &(cmd | 2).to_le_bytes());
     assert_eq!(registered(&d), notify(0x1_0010_0000));
-    assert_eq!(d.dev.bars()[0].addr, 0x1_0010_0000);
+    assert_eq!(d.dev().bars()[0].addr, 0x1_0010_0000);
 }
 
 #[test]
@@ -197,11 +197,11 @@ fn driver_ok_activates_with_the_negotiated_features_and_enabled_queues() {
         S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK
     );
     assert_eq!(rec.lock().unwrap().activations, vec![(f, vec![1])]);
-    assert!(d.dev.state().active);
+    assert!(d.dev().state().active);
     d.reset();
     assert_eq!(rec.lock().unwrap().resets, 2, "init's reset and this one");
-    assert!(!d.dev.state().active);
-    assert!(!d.dev.state().common.queues[1].enabled);
+    assert!(!d.dev().state().active);
+    assert!(!d.dev().state().common.queues[1].enabled);
 }
 
 #[test]
@@ -366,23 +366,24 @@ fn hostile_register_accesses_do_not_panic() {
         let value = next();
         let mut buf = [0u8; 16];
         if r & (1 << 60) != 0 {
-            d.dev.write_bar(
+            d.dev().write_bar(
                 (r >> 61) as u8 % 2,
                 offset,
                 &value.to_le_bytes().repeat(2)[..len],
             );
         } else {
-            d.dev.read_bar((r >> 61) as u8 % 2, offset, &mut buf[..len]);
+            d.dev()
+                .read_bar((r >> 61) as u8 % 2, offset, &mut buf[..len]);
         }
         let reg = ((value >> 8) % 1100) as u16;
         if value & 1 != 0 {
-            d.dev.write_config(
+            d.dev().write_config(
                 reg,
                 (value >> 4) as u8 % 5,
                 &value.to_le_bytes()[..len.min(8)],
             );
         } else {
-            d.dev.read_config(reg);
+            d.dev().read_config(reg);
         }
     }
     // Still a working function afterwards.
