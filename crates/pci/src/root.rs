@@ -222,7 +222,23 @@ impl PciRoot {
             .ok_or(PciRootError::NoSlot)?;
         let bars = {
             let mut dev = lock_device(&device);
-            let mut sized = size_bars(&mut *dev)?;
+            // As Linux does: decoding off while the BARs are sized and
+            // placed, so a device that starts out decoding never sees its
+            // BARs at the sizing pattern: it sees them stop decoding, then
+            // decode at their new place.
+            let command = dev.read_config(1) as u16;
+            let off = command & !(COMMAND_IO | COMMAND_MEMORY);
+            if off != command {
+                dev.write_config(1, 0, &off.to_le_bytes());
+            }
+            let sized = size_bars(&mut *dev);
+            let mut sized = match sized {
+                Ok(s) => s,
+                Err(e) => {
+                    dev.write_config(1, 0, &command.to_le_bytes());
+                    return Err(e);
+                }
+            };
             // Largest first: the least lost to alignment.
             sized.sort_by_key(|b| std::cmp::Reverse(b.size));
             let (mut mmio, mut io) = (self.mmio.clone(), self.io.clone());
@@ -235,11 +251,17 @@ impl PciRoot {
                 .ok_or(PciRootError::NoSpace {
                     kind: bar.kind,
                     size: bar.size,
-                })?;
-                placed.push((bar, addr));
+                });
+                match addr {
+                    Ok(addr) => placed.push((bar, addr)),
+                    Err(e) => {
+                        dev.write_config(1, 0, &command.to_le_bytes());
+                        return Err(e);
+                    }
+                }
             }
             (self.mmio, self.io) = (mmio, io);
-            let mut command = 0u16;
+            let mut command = command;
             for (bar, addr) in placed {
                 let reg = BAR_REG0 + u16::from(bar.index);
                 dev.write_config(reg, 0, &(addr as u32).to_le_bytes());
@@ -252,15 +274,24 @@ impl PciRoot {
                     COMMAND_MEMORY
                 };
             }
-            if command != 0 {
-                let current = dev.read_config(1) as u16;
-                dev.write_config(1, 0, &(current | command).to_le_bytes());
-            }
+            dev.write_config(1, 0, &command.to_le_bytes());
             dev.bars()
         };
         // The position came from a free slot below NUM_SLOTS = 32.
         table.slots[slot] = Some(Slot { device, bars });
         Ok(slot as u8)
+    }
+
+    /// The slot the next [`PciRoot::add`] will use, if the bus has room
+    /// (e.g. to wire a device's INTx before adding it).
+    pub fn free_slot(&self) -> Option<u8> {
+        let table = read_slots(&self.slots);
+        // Below NUM_SLOTS = 32.
+        table
+            .slots
+            .iter()
+            .position(|s| s.is_none())
+            .map(|s| s as u8)
     }
 
     /// The front end for ports 0xCF8..0xD00 (insert it at 0xCF8, length 8).

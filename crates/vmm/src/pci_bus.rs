@@ -70,6 +70,13 @@ impl PciBus {
         self.root.add(device)
     }
 
+    /// The slot the next [`PciBus::add`] will use. A device's INTx pin
+    /// (1 = INTA .. 4 = INTD) in that slot is wired to GSI
+    /// `layout::pci_intx_gsi(slot, pin - 1)`, as the DSDT's `_PRT` says.
+    pub fn free_slot(&self) -> Option<u8> {
+        self.root.free_slot()
+    }
+
     /// MSI vectors (GSI + irqfd) for devices' MSI-X capabilities.
     pub fn msi_routes(&self) -> Arc<dyn MsiRoutes> {
         self.msi.clone()
@@ -96,7 +103,8 @@ mod tests {
             }
         };
         let (mut pio, mut mmio) = (Bus::new(), Bus::new());
-        let _pci = PciBus::attach(vm, &mut pio, &mut mmio).unwrap();
+        let pci = PciBus::attach(vm, &mut pio, &mut mmio).unwrap();
+        assert_eq!(pci.free_slot(), Some(1));
 
         assert!(pio.write(0xcf8, &0x8000_0000u32.to_le_bytes()));
         let mut id = [0u8; 4];

@@ -180,6 +180,30 @@ fn add_places_bars_in_the_windows_and_enables_decoding() {
 }
 
 #[test]
+fn a_device_that_starts_decoding_sees_no_sizing_moves() {
+    let mut root = root();
+    let mut dev = TestDevice::new();
+    dev.write_config(4, 0, &0x1000_0000u32.to_le_bytes());
+    dev.write_config(1, 0, &[0x03, 0x04]);
+    dev.changes.clear();
+    let dev = Arc::new(Mutex::new(dev));
+    assert_eq!(root.free_slot(), Some(1));
+    assert_eq!(root.add(dev.clone()).unwrap(), 1);
+    assert_eq!(root.free_slot(), Some(2));
+    let d = dev.lock().unwrap();
+    let finals: Vec<Option<Bar>> = (0..6).map(|i| d.config.bar(i)).collect();
+    for ch in &d.changes {
+        assert!(
+            ch.new.is_none() || ch.new == finals[usize::from(ch.index)],
+            "transient move {ch:?}"
+        );
+    }
+    assert_eq!(d.changes[0].old.map(|b| b.addr), Some(0x1000_0000));
+    assert_eq!(d.config.bar_address(0), 0xc000_4000);
+    assert_eq!(d.config.command(), 0x0403, "other command bits are kept");
+}
+
+#[test]
 fn bar_window_routes_by_current_bar_and_follows_moves() {
     let mut root = root();
     let dev = Arc::new(Mutex::new(TestDevice::new()));
