@@ -118,8 +118,10 @@ impl WorkerContext {
     /// on the used ring, and interrupts the driver once if it wants it.
     ///
     /// `handle` gets the chain even when the check failed (with the error),
-    /// so a device with a status byte can still report the failure; it must
-    /// not touch the buffers of a chain that failed the check. At most two
+    /// so a device with a status byte can still report the failure there
+    /// (e.g. in the last descriptor, if that one is writable and in guest
+    /// memory: vm-memory bounds-checks every access); it leaves the other
+    /// buffers of a failed chain alone and usually returns 0. At most two
     /// rounds of the ring are served per call; if more is waiting, the
     /// queue kicks itself so other queues and the kill event get a turn.
     pub fn process_chains<F>(&mut self, queue: usize, mut handle: F) -> Result<(), QueueError>
