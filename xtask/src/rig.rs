@@ -293,7 +293,7 @@ fn qemu_args(image: &RigImage, initrd: &Path, opts: &RigOptions) -> Vec<String> 
         "-initrd".into(),
         initrd.display().to_string(),
         "-append".into(),
-        "console=ttyS0 quiet panic=-1".into(),
+        "console=ttyS0 quiet loglevel=1 panic=-1".into(),
     ]);
     args
 }
