@@ -45,6 +45,9 @@ struct Args {
     /// Seconds the guest has to power off after SIGTERM pressed the power button.
     #[arg(long, value_name = "SECS", default_value = "10")]
     shutdown_timeout: u64,
+    /// Add a virtio-rng device (entropy from the host's getrandom).
+    #[arg(long)]
+    rng: bool,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         serial: args.serial,
         no_reboot: args.no_reboot,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        rng: args.rng,
     };
     match vmm::run(&config) {
         Ok(exit) => {

@@ -139,6 +139,8 @@ pub struct VmConfig {
     pub no_reboot: bool,
     /// How long the guest has to power off after SIGTERM pressed the power button.
     pub shutdown_timeout: Duration,
+    /// A virtio-rng device fed from the host's getrandom.
+    pub rng: bool,
 }
 
 impl VmConfig {
@@ -153,6 +155,7 @@ impl VmConfig {
             serial: SerialConfig::Stdio,
             no_reboot: false,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            rng: false,
         }
     }
 }

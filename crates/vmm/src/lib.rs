@@ -24,6 +24,7 @@ use devices::PowerEvent;
 
 pub mod config;
 pub mod console;
+pub mod device_manager;
 pub mod interrupts;
 pub mod kvm;
 pub mod pci_bus;

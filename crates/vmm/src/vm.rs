@@ -23,7 +23,9 @@ use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion}
 
 use crate::config::VmConfig;
 use crate::console::Console;
+use crate::device_manager::{AttachContext, DeviceError, DeviceManager};
 use crate::kvm::Hypervisor;
+use crate::pci_bus::PciBus;
 use crate::vcpu::{self, VcpuHandle};
 use crate::Event;
 
@@ -79,6 +81,8 @@ pub enum VmError {
     },
     #[error("Cannot place a device on the I/O bus")]
     Bus(#[source] devices::BusError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     #[error("Cannot start a thread")]
     Thread(#[source] std::io::Error),
 }
@@ -103,10 +107,10 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
 }
 
-/// An ISA interrupt line of the in-kernel PIC/IOAPIC.
-struct KvmIrq {
-    vm: Arc<VmFd>,
-    gsi: u32,
+/// An interrupt line (GSI) of the in-kernel PIC/IOAPIC.
+pub(crate) struct KvmIrq {
+    pub vm: Arc<VmFd>,
+    pub gsi: u32,
 }
 
 impl IrqLine for KvmIrq {
@@ -122,6 +126,8 @@ pub struct Vm {
     vcpus: Vec<VcpuHandle>,
     stop: Arc<AtomicBool>,
     pm: Arc<Mutex<Pm>>,
+    // Dropped after the vCPUs stop: resets the devices, ending their workers.
+    _devices: DeviceManager,
     _memory: GuestMemoryMmap,
     _vm_fd: Arc<VmFd>,
 }
@@ -214,16 +220,22 @@ impl Vm {
         insert(layout::I8042_DATA_PORT, 5, i8042)?;
         insert(layout::PM1A_EVT_PORT, 12, pm.clone())?;
         let mut mmio = Bus::new();
-        // PCI bus 0 (crates/vmm/src/pci_bus.rs): host bridge at 00:00.0,
-        // CF8/CFC and the I/O BARs on the port bus, ECAM and memory BARs on MMIO.
-        let _pci = crate::pci_bus::PciBus::attach(vm_fd.clone(), &mut pio, &mut mmio)
-            .map_err(VmError::Bus)?;
+        // PCI bus 0: host bridge at 00:00.0, CF8/CFC and the I/O BARs on the
+        // port bus, ECAM and memory BARs on MMIO; then the virtio devices.
+        let pci = PciBus::attach(vm_fd.clone(), &mut pio, &mut mmio).map_err(VmError::Bus)?;
+        let mut devices = DeviceManager::new(pci);
+        let ctx = AttachContext {
+            mem: &memory,
+            vm: &vm_fd,
+        };
+        devices.attach_all(config, &ctx)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut vm = Vm {
             vcpus: Vec::new(),
             stop: stop.clone(),
             pm,
+            _devices: devices,
             _memory: memory,
             _vm_fd: vm_fd.clone(),
         };
