@@ -12,6 +12,7 @@
 	.set PM1_CNT, 0x604
 	.set PWRBTN, 0x0100
 	.set S5_SLEEP, (5 << 10) | (1 << 13)
+	.set DEBUG_EXIT, 0xf4
 
 # The PVH entry note: name "Xen", type XEN_ELFNOTE_PHYS32_ENTRY (18).
 	.section .note.Xen, "a", @note
@@ -96,11 +97,16 @@ pvh_start:
 
 	jmp halt
 
-# ACPI S5 through the PM1a control block; halt if the board ignores it.
+# ACPI S5 through the PM1a control block; then QEMU's isa-debug-exit port
+# (0xf4), so the same payload also ends a QEMU microvm in benchmarks; halt if
+# the board ignores both.
 poweroff:
 	mov $PM1_CNT, %dx
 	mov $S5_SLEEP, %ax
 	out %ax, %dx
+	mov $DEBUG_EXIT, %dx
+	xor %eax, %eax
+	out %al, %dx
 halt:
 	cli
 	hlt

@@ -3,6 +3,7 @@
 //! the end-to-end tests (`e2e`) link it to build guests and drive the rig.
 
 pub mod apt;
+pub mod bench;
 pub mod cpio;
 pub mod guest;
 pub mod host;

@@ -52,6 +52,28 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Benchmark keel-vmm side by side with QEMU (docs/benchmarks.md).
+    Bench {
+        /// Which benchmark: boot-native (PVH payload on this /dev/kvm) or
+        /// boot-rig (stock kernel in the KVM rig); all by default.
+        which: Vec<String>,
+        /// Measured runs per VMM (after one warm-up).
+        #[arg(long, default_value_t = 15)]
+        runs: usize,
+        /// Write the tables into docs/benchmarks.md.
+        #[arg(long)]
+        write: bool,
+    },
+    /// Runs inside the rig for `bench boot-rig` (not for direct use).
+    #[command(hide = true)]
+    BenchInner {
+        #[arg(long)]
+        runs: usize,
+        #[arg(long)]
+        cpus: u32,
+        #[arg(long)]
+        memory: u32,
+    },
     /// Boot the test guest in keel-vmm with an interactive serial console.
     Run {
         #[arg(long, default_value_t = 2)]
@@ -144,6 +166,14 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Cmd::Test { args } => {
             xtask::tasks::test(&args)?;
+            Ok(0)
+        }
+        Cmd::Bench { which, runs, write } => {
+            xtask::tasks::bench(&which, runs, write)?;
+            Ok(0)
+        }
+        Cmd::BenchInner { runs, cpus, memory } => {
+            xtask::bench::inner(runs, cpus, memory)?;
             Ok(0)
         }
         Cmd::Run { cpus, memory } => {

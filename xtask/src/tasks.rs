@@ -102,3 +102,41 @@ pub fn run(cpus: u32, memory: &str) -> Result<i32> {
         }
     }
 }
+
+/// `cargo xtask bench`: runs the benchmarks named in `which` (all when
+/// empty), prints their tables and, with `write`, puts them into
+/// docs/benchmarks.md.
+pub fn bench(which: &[String], runs: usize, write: bool) -> Result<()> {
+    use crate::bench;
+    let all = ["boot-native", "boot-rig"];
+    let which: Vec<&str> = if which.is_empty() {
+        all.to_vec()
+    } else {
+        which.iter().map(String::as_str).collect()
+    };
+    for name in which {
+        let (series, what) = match name {
+            "boot-native" => (bench::boot_native(runs)?, "start → exit"),
+            "boot-rig" => (bench::boot_rig(runs)?, "start → boot marker"),
+            other => anyhow::bail!("Unknown benchmark {other:?}: expected one of {all:?}"),
+        };
+        let body = format!(
+            "Measured {} on {}, {runs} interleaved runs each.\n\n{}",
+            chrono_free_date(),
+            bench::machine(),
+            bench::table(&series, what)
+        );
+        println!("## {name}\n\n{body}");
+        if write {
+            bench::write_section(name, &body)?;
+        }
+    }
+    Ok(())
+}
+
+/// Today's date (UTC) as YYYY-MM-DD, from `date`.
+fn chrono_free_date() -> String {
+    crate::util::run_captured(Command::new("date").args(["-u", "+%Y-%m-%d"]))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "today".into())
+}
