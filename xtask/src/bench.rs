@@ -104,16 +104,19 @@ fn release_keel_vmm() -> Result<PathBuf> {
     Ok(paths::target_dir().join("release/keel-vmm"))
 }
 
+/// Builds the command line of one VMM run.
+type MakeCommand<'a> = &'a dyn Fn() -> Command;
+
 /// Payload boot on the native /dev/kvm: keel-vmm vs QEMU microvm.
 pub fn boot_native(runs: usize) -> Result<Vec<Series>> {
     let vmm = release_keel_vmm()?;
     let elf = payload::build(Payload::Ok)?;
-    let keel = |_: usize| {
+    let keel = || {
         let mut c = Command::new(&vmm);
         c.arg("--kernel").arg(&elf).args(["--memory", "64M"]);
         c
     };
-    let qemu = |_: usize| {
+    let qemu = || {
         let mut c = Command::new("qemu-system-x86_64");
         c.args([
             "-M",
@@ -137,7 +140,7 @@ pub fn boot_native(runs: usize) -> Result<Vec<Series>> {
         c
     };
     // QEMU's isa-debug-exit exits with (0 << 1) | 1.
-    let vmms: [(&str, &dyn Fn(usize) -> Command, i32); 2] =
+    let vmms: [(&str, MakeCommand, i32); 2] =
         [("keel-vmm", &keel, 0), ("qemu -M microvm", &qemu, 1)];
     let mut series: Vec<Series> = vmms
         .iter()
@@ -149,7 +152,7 @@ pub fn boot_native(runs: usize) -> Result<Vec<Series>> {
     // One warm-up each (page cache), then interleaved rounds, alternating
     // which VMM goes first.
     for (_, make, _) in &vmms {
-        measure(&mut make(0))?;
+        measure(&mut make())?;
     }
     for round in 0..runs {
         let mut order: Vec<usize> = (0..vmms.len()).collect();
@@ -158,7 +161,7 @@ pub fn boot_native(runs: usize) -> Result<Vec<Series>> {
         }
         for i in order {
             let (name, make, want) = &vmms[i];
-            let (sample, code) = measure(&mut make(round))?;
+            let (sample, code) = measure(&mut make())?;
             if code != *want {
                 bail!("{name} exited with {code}, expected {want}");
             }
@@ -306,7 +309,7 @@ pub fn boot_rig(runs: usize) -> Result<Vec<Series>> {
         })
         .collect();
     for line in out.output.lines() {
-        let f: Vec<&str> = line.trim().split_whitespace().collect();
+        let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() == 5 && f[0] == "BENCH" {
             let (Ok(i), Ok(ms), Ok(rss)) = (f[1].parse::<usize>(), f[2].parse(), f[4].parse())
             else {
