@@ -129,3 +129,73 @@ fn unknown_flag() {
     assert_eq!(out.status, Some(2), "{}", out.dump());
     assert!(!out.stderr.contains("panicked"), "{}", out.dump());
 }
+
+/// A kernel file anyone can read (the payload ELF), for the /dev/kvm cases
+/// where keel-vmm runs without root's reach into root's cache.
+fn world_readable_kernel() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let elf = xtask::payload::build(xtask::payload::Payload::Ok).expect("building the payload");
+    let dir = std::env::temp_dir().join(format!("keel-e2e-kvm-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("payload.elf");
+    fs::copy(&elf, &path).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+/// Runs `sh -c script` with `$KEEL_VMM` and `$KERNEL` set; returns keel-vmm's
+/// result as a VmOutput (through `run_program`).
+fn run_wrapped(script: &str) -> Option<VmOutput> {
+    let sh = std::path::Path::new("/bin/sh");
+    let args = vec![
+        "-c".to_string(),
+        script.to_string(),
+        "sh".to_string(),
+        e2e::keel_vmm().display().to_string(),
+        world_readable_kernel().display().to_string(),
+    ];
+    Some(e2e::run_program(sh, &args, None, std::time::Duration::from_secs(60)).unwrap())
+}
+
+fn have(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn missing_dev_kvm() {
+    // A private mount namespace whose /dev is an empty tmpfs.
+    if !have("unshare") || !xtask::util::is_root() {
+        e2e::skip("needs root and util-linux's unshare");
+        return;
+    }
+    let out = run_wrapped("exec unshare -m sh -c 'mount -t tmpfs none /dev && exec \"$0\" --kernel \"$1\"' \"$1\" \"$2\"")
+        .unwrap();
+    assert_bad_input(&out, "/dev/kvm");
+    assert!(out.stderr.contains("does not exist"), "{}", out.dump());
+}
+
+#[test]
+fn no_permission_on_dev_kvm() {
+    // /dev/kvm is 0600 root here, as on a host without a kvm group: an
+    // unprivileged user may not open it.
+    if !have("setpriv") || !xtask::util::is_root() {
+        e2e::skip("needs root and util-linux's setpriv");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata("/dev/kvm").map(|m| m.permissions().mode() & 0o007);
+    if mode.map_or(true, |m| m != 0) {
+        e2e::skip("/dev/kvm is missing or open to everyone here");
+        return;
+    }
+    let out = run_wrapped(
+        "exec setpriv --reuid=65534 --regid=65534 --clear-groups \"$1\" --kernel \"$2\"",
+    )
+    .unwrap();
+    assert_bad_input(&out, "permission");
+}
