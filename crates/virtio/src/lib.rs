@@ -20,6 +20,7 @@
 //! answered with an error or returned unused, a broken ring marks the device
 //! DEVICE_NEEDS_RESET, and nothing the guest does panics the VMM.
 
+pub mod balloon;
 pub mod chain;
 pub mod device;
 pub mod queue;
