@@ -21,6 +21,7 @@
 //! DEVICE_NEEDS_RESET, and nothing the guest does panics the VMM.
 
 pub mod balloon;
+pub mod block;
 pub mod chain;
 pub mod device;
 pub mod queue;

@@ -1,0 +1,33 @@
+//! virtio-blk (block device, virtio 1.x section 5.2) over a
+//! [`storage::DiskImage`] (raw or qcow2, with backing chains).
+//!
+//! Features: SEG_MAX, BLK_SIZE (512), FLUSH (→ `DiskImage::flush`, i.e.
+//! fdatasync: what the guest flushed survives a host crash), RO for
+//! read-only disks, DISCARD and WRITE_ZEROES for writable ones, MQ when
+//! more than one queue is asked for; GET_ID answers the serial.
+//!
+//! ```text
+//!   queue k ── kick ──▶ worker thread `virtio-blk-<name>` / `blk-<name>-q<k>`
+//!                        pop every chain → request::parse_request (pure)
+//!                        → preadv/pwritev straight into guest memory, flush,
+//!                          discard, write-zeroes → status byte → used ring
+//!                        one interrupt per batch (EVENT_IDX aware)
+//! ```
+//!
+//! A malformed request never panics and never touches memory outside the
+//! guest's own buffers: it is answered VIRTIO_BLK_S_IOERR (or
+//! VIRTIO_BLK_S_UNSUPP for what the device does not do) in its last
+//! writable byte, or returned with nothing written if it has none.
+
+mod device;
+pub mod request;
+mod worker;
+
+pub use device::{
+    check_serial, features, Block, BlockError, BlockOptions, CONFIG_LEN, MAX_QUEUES, MAX_RANGES,
+    MAX_RANGE_SECTORS, QUEUE_SIZE,
+};
+pub use request::{parse_request, Buffer, Limits, Parsed, Request, RequestError};
+
+#[cfg(test)]
+mod tests;
