@@ -118,6 +118,58 @@ pub fn parse_memory(s: &str) -> Result<u64, ConfigError> {
     Ok(bytes)
 }
 
+/// What is wrong with a `key=value,key=value` option list (device flags
+/// like `--disk path=FILE,readonly=on`). Each device's parser wraps it in
+/// an error that shows the flag's expected form.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OptionsError {
+    #[error("'{0}' is not key=value")]
+    NotKeyValue(String),
+    #[error("unknown key '{0}'")]
+    UnknownKey(String),
+    #[error("key '{0}' is given twice")]
+    Duplicate(String),
+    #[error("key '{0}' is required")]
+    Missing(&'static str),
+    #[error("invalid {key} '{value}'")]
+    Value { key: String, value: String },
+}
+
+/// Splits `key=value,key=value` into pairs, in order. Keys must be in
+/// `known` and appear once; a value may contain `=` but not `,`; empty
+/// items (`a=1,,b=2`, a trailing comma) are ignored.
+pub fn split_options<'a>(
+    s: &'a str,
+    known: &[&str],
+) -> Result<Vec<(&'a str, &'a str)>, OptionsError> {
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for item in s.split(',').filter(|i| !i.is_empty()) {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(OptionsError::NotKeyValue(item.to_string()));
+        };
+        if !known.contains(&key) {
+            return Err(OptionsError::UnknownKey(key.to_string()));
+        }
+        if pairs.iter().any(|(k, _)| *k == key) {
+            return Err(OptionsError::Duplicate(key.to_string()));
+        }
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
+/// Parses an on/off switch value: `on|off`, `true|false`, `yes|no`, `1|0`.
+pub fn parse_switch(key: &str, value: &str) -> Result<bool, OptionsError> {
+    match value {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(OptionsError::Value {
+            key: key.to_string(),
+            value: value.to_string(),
+        }),
+    }
+}
+
 /// Parses a vCPU count (1 to 254; KVM's own limit is checked when it opens).
 pub fn parse_cpus(s: &str) -> Result<u8, ConfigError> {
     match s.trim().parse::<u16>() {
@@ -229,6 +281,31 @@ mod tests {
         for bad in ["", "file=", "tcp=1", "pty", "socket"] {
             assert!(bad.parse::<SerialConfig>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn option_lists() {
+        let known = ["path", "readonly", "serial"];
+        assert_eq!(
+            split_options("path=/a=b,readonly=on,", &known),
+            Ok(vec![("path", "/a=b"), ("readonly", "on")])
+        );
+        assert_eq!(split_options("", &known), Ok(vec![]));
+        assert_eq!(
+            split_options("path", &known),
+            Err(OptionsError::NotKeyValue("path".into()))
+        );
+        assert_eq!(
+            split_options("path=x,size=1", &known),
+            Err(OptionsError::UnknownKey("size".into()))
+        );
+        assert_eq!(
+            split_options("path=x,path=y", &known),
+            Err(OptionsError::Duplicate("path".into()))
+        );
+        assert_eq!(parse_switch("readonly", "on"), Ok(true));
+        assert_eq!(parse_switch("readonly", "0"), Ok(false));
+        assert!(parse_switch("readonly", "maybe").is_err());
     }
 
     #[test]
