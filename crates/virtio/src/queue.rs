@@ -75,6 +75,14 @@ impl VirtQueue {
         Ok(Some(chain))
     }
 
+    /// Puts back the chain the last [`pop`](Self::pop) took: the next `pop`
+    /// returns it again. For devices that learn only after popping a buffer
+    /// that they have nothing to put in it (a socket that would block).
+    pub fn undo_pop(&mut self) {
+        let next = self.queue.next_avail();
+        self.queue.set_next_avail(next.wrapping_sub(1));
+    }
+
     /// Returns chain `head` to the driver with `len` bytes written.
     pub fn add_used(
         &mut self,
