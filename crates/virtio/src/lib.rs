@@ -23,12 +23,16 @@
 pub mod balloon;
 pub mod block;
 pub mod chain;
+pub mod console;
 pub mod device;
 pub mod queue;
 pub mod rng;
 pub mod transport;
+pub mod unix;
 pub mod worker;
 
+#[cfg(test)]
+pub(crate) mod stream_testing;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
