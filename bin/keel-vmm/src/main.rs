@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use vmm::config::{self, SerialConfig, VmConfig};
+use vmm::device_manager::block::DiskConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -48,6 +49,11 @@ struct Args {
     /// Add a virtio-rng device (entropy from the host's getrandom).
     #[arg(long)]
     rng: bool,
+    /// Add a virtio-blk disk (repeatable):
+    /// path=FILE[,format=raw|qcow2|auto][,readonly=on][,serial=ID]. A raw or
+    /// qcow2 image; format=auto (the default) tells them apart by the qcow2 magic.
+    #[arg(long = "disk", value_name = "SPEC")]
+    disks: Vec<DiskConfig>,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
         no_reboot: args.no_reboot,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         rng: args.rng,
+        disks: args.disks,
     };
     match vmm::run(&config) {
         Ok(exit) => {

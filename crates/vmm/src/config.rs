@@ -193,6 +193,8 @@ pub struct VmConfig {
     pub shutdown_timeout: Duration,
     /// A virtio-rng device fed from the host's getrandom.
     pub rng: bool,
+    /// virtio-blk disks, in PCI order.
+    pub disks: Vec<crate::device_manager::block::DiskConfig>,
 }
 
 impl VmConfig {
@@ -208,6 +210,7 @@ impl VmConfig {
             no_reboot: false,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             rng: false,
+            disks: Vec::new(),
         }
     }
 }

@@ -99,6 +99,8 @@ pub enum VmmError {
     Vm(#[from] vm::VmError),
     #[error(transparent)]
     Console(#[from] console::ConsoleError),
+    #[error(transparent)]
+    Backend(#[from] device_manager::BackendError),
     #[error("Cannot set up signal handling")]
     Signals(#[source] std::io::Error),
     #[error("A vCPU did not stop; cannot reboot the guest")]
@@ -113,7 +115,7 @@ impl VmmError {
         match self {
             VmmError::Kvm(e) => !matches!(e, kvm::KvmError::Cpuid(_)),
             VmmError::Vm(e) => e.is_bad_input(),
-            VmmError::Console(_) => true,
+            VmmError::Console(_) | VmmError::Backend(_) => true,
             _ => false,
         }
     }
@@ -122,6 +124,7 @@ impl VmmError {
 /// Runs the VM until it ends, rebooting it in place when the guest resets.
 pub fn run(config: &VmConfig) -> Result<Exit, VmmError> {
     vm::check_inputs(config)?;
+    let backends = device_manager::Backends::open(config)?;
     let hv = Hypervisor::open(config.cpus)?;
     let (tx, rx) = mpsc::channel();
     // Before any other thread exists, so they all inherit the blocked mask.
@@ -134,7 +137,7 @@ pub fn run(config: &VmConfig) -> Result<Exit, VmmError> {
     let rtc = Arc::new(Mutex::new(Rtc::new(below_4g, config.memory - below_4g)));
 
     loop {
-        let vm = Vm::boot(&hv, config, &console, rtc.clone(), tx.clone())?;
+        let vm = Vm::boot(&hv, config, &backends, &console, rtc.clone(), tx.clone())?;
         let outcome = control_loop(&vm, &rx, config)?;
         console.detach();
         let stopped = vm.stop();

@@ -23,7 +23,7 @@ use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion}
 
 use crate::config::VmConfig;
 use crate::console::Console;
-use crate::device_manager::{AttachContext, DeviceError, DeviceManager};
+use crate::device_manager::{AttachContext, Backends, DeviceError, DeviceManager};
 use crate::kvm::Hypervisor;
 use crate::pci_bus::PciBus;
 use crate::vcpu::{self, VcpuHandle};
@@ -169,6 +169,7 @@ impl Vm {
     pub fn boot(
         hv: &Hypervisor,
         config: &VmConfig,
+        backends: &Backends,
         console: &Console,
         rtc: Arc<Mutex<Rtc>>,
         events: Sender<Event>,
@@ -227,6 +228,7 @@ impl Vm {
         let ctx = AttachContext {
             mem: &memory,
             vm: &vm_fd,
+            backends,
         };
         devices.attach_all(config, &ctx)?;
 

@@ -1,6 +1,10 @@
 //! The VM's devices beyond the legacy board: PCI bus 0 and the virtio devices
 //! on it. Adding a device kind means writing the device in `crates/virtio`
 //! and one `attach_*` function here that builds it from its configuration.
+//! Host resources that must outlive a guest reboot (disk images) are opened
+//! once, before the first boot, into [`Backends`].
+
+pub mod block;
 
 use std::sync::{Arc, Mutex};
 
@@ -32,12 +36,44 @@ pub enum DeviceError {
         #[source]
         source: PciRootError,
     },
+    #[error("Cannot create the virtio-blk device of disk {index}")]
+    Block {
+        index: usize,
+        #[source]
+        source: virtio::block::BlockError,
+    },
+}
+
+/// Errors opening host resources before the first boot: the user's input
+/// (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Disk(#[from] block::DiskError),
+}
+
+/// Host resources opened once per VMM process, before the first boot, and
+/// kept across guest reboots (a disk image is probed and locked once).
+#[derive(Debug, Default)]
+pub struct Backends {
+    /// One per `config.disks`, in order.
+    pub disks: Vec<Arc<dyn storage::DiskImage>>,
+}
+
+impl Backends {
+    /// Opens what `config` names.
+    pub fn open(config: &VmConfig) -> Result<Self, BackendError> {
+        Ok(Backends {
+            disks: block::open_disks(&config.disks)?,
+        })
+    }
 }
 
 /// What building a device needs from the VM.
 pub struct AttachContext<'a> {
     pub mem: &'a GuestMemoryMmap,
     pub vm: &'a Arc<VmFd>,
+    pub backends: &'a Backends,
 }
 
 /// The devices of one boot of a VM.
@@ -63,6 +99,11 @@ impl DeviceManager {
     ) -> Result<(), DeviceError> {
         if config.rng {
             self.add_virtio(Box::new(virtio::rng::Rng::new()), ctx)?;
+        }
+        for (index, (disk, image)) in config.disks.iter().zip(&ctx.backends.disks).enumerate() {
+            let dev = block::block_device(index, disk, image.clone(), config.cpus)
+                .map_err(|source| DeviceError::Block { index, source })?;
+            self.add_virtio(Box::new(dev), ctx)?;
         }
         Ok(())
     }
