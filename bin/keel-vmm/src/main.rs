@@ -2,7 +2,8 @@
 //!
 //! Exit status: 0 the guest powered off (or reset with --no-reboot);
 //! 1 VMM failure; 2 bad input; 3 guest crash (triple fault); 4 KVM failure;
-//! 5 the guest ignored the power button after SIGTERM and was stopped hard.
+//! 5 the VM was stopped hard: the guest ignored the power button after SIGTERM
+//! (or the control socket's `power-button`), or the control socket said `stop`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use vmm::config::{self, SerialConfig, VmConfig};
+use vmm::device_manager::balloon::BalloonOptions;
 use vmm::device_manager::block::DiskConfig;
 
 #[derive(Parser, Debug)]
@@ -18,8 +20,9 @@ use vmm::device_manager::block::DiskConfig;
     version,
     about = "Run one Keel virtual machine in the foreground",
     after_help = "Exit status: 0 guest powered off (or reset with --no-reboot), 1 VMM failure, \
-2 bad input, 3 guest crashed (triple fault), 4 KVM failure, 5 guest ignored the power button \
-and was stopped hard.\nSIGTERM or SIGINT press the ACPI power button; a second one stops the VM at once."
+2 bad input, 3 guest crashed (triple fault), 4 KVM failure, 5 stopped hard (the guest ignored \
+the power button, or `stop` on the control socket).\nSIGTERM or SIGINT press the ACPI power \
+button; a second one stops the VM at once."
 )]
 struct Args {
     /// Kernel to boot: a bzImage (/boot/vmlinuz-*) or an ELF vmlinux (PVH or 64-bit entry).
@@ -54,6 +57,15 @@ struct Args {
     /// qcow2 image; format=auto (the default) tells them apart by the qcow2 magic.
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskConfig>,
+    /// Add a virtio-balloon device, driven over the control socket:
+    /// [size=SIZE][,stats=on|off][,deflate_on_oom=on|off][,free_page_reporting=on|off]
+    /// (defaults: size=0, stats=on, the others off).
+    #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "")]
+    balloon: Option<BalloonOptions>,
+    /// Serve the control protocol (status, pause, resume, power-button, stop,
+    /// balloon) on this Unix socket; see docs/vmm-api.md.
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -88,6 +100,8 @@ fn main() -> ExitCode {
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         rng: args.rng,
         disks: args.disks,
+        api_socket: args.api_socket,
+        balloon: args.balloon,
     };
     match vmm::run(&config) {
         Ok(exit) => {

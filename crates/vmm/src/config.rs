@@ -193,6 +193,10 @@ pub struct VmConfig {
     pub shutdown_timeout: Duration,
     /// A virtio-rng device fed from the host's getrandom.
     pub rng: bool,
+    /// The control socket (`--api-socket`): a Unix socket the VMM listens on.
+    pub api_socket: Option<PathBuf>,
+    /// A virtio-balloon device (`--balloon`).
+    pub balloon: Option<crate::device_manager::balloon::BalloonOptions>,
     /// virtio-blk disks, in PCI order.
     pub disks: Vec<crate::device_manager::block::DiskConfig>,
 }
@@ -210,6 +214,8 @@ impl VmConfig {
             no_reboot: false,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             rng: false,
+            api_socket: None,
+            balloon: None,
             disks: Vec::new(),
         }
     }

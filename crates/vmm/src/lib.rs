@@ -3,16 +3,20 @@
 //!
 //! Threads (see ARCHITECTURE.md): the caller's thread runs the control loop;
 //! `vcpu<N>` threads run KVM_RUN; `signals` turns SIGTERM/SIGINT into
-//! control events; `serial-in` / `serial-sock` feed console input.
+//! control events; `serial-in` / `serial-sock` feed console input; `api`
+//! and `api-conn` serve the control socket ([`api`]), whose requests reach
+//! the loop as events too. The running VM's states (running, paused,
+//! shutting down) and their transitions are in [`state`]; how a VM ends:
 //!
 //! ```text
-//!            boot                     guest S5 / SIGTERM+S5
+//!            boot                guest S5 / power button (SIGTERM or API) + S5
 //!  (start) ───────▶ Running ─────────────────────────────────▶ PoweredOff (0)
 //!                    │  ▲  guest reset
 //!                    │  └──────── rebuild (unless --no-reboot → Reset (0))
 //!                    ├── triple fault ──────────────────────▶ Crashed (3)
 //!                    ├── KVM failure ───────────────────────▶ Failed (4)
-//!                    └── SIGTERM, no S5 in time / 2nd SIGTERM ▶ HardStopped (5)
+//!                    ├── power button, no S5 in time / 2nd SIGTERM ▶ HardStopped (5)
+//!                    └── `stop` on the control socket ──────▶ Stopped (5)
 //! ```
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -22,6 +26,7 @@ use std::time::Instant;
 use devices::rtc::Rtc;
 use devices::PowerEvent;
 
+pub mod api;
 pub mod config;
 pub mod console;
 pub mod device_manager;
@@ -29,13 +34,16 @@ pub mod interrupts;
 pub mod kvm;
 pub mod pci_bus;
 mod signals;
+pub mod state;
 pub mod vcpu;
 pub mod vm;
 
 pub use config::{SerialConfig, VmConfig};
 
+use api::ApiServer;
 use console::Console;
 use kvm::Hypervisor;
+use state::{Control, VmState};
 use vcpu::VcpuStop;
 use vm::Vm;
 
@@ -45,6 +53,8 @@ pub enum Event {
     Vcpu(VcpuStop),
     Power(PowerEvent),
     Signal(i32),
+    /// A request from the control socket.
+    Api(api::ApiCall),
 }
 
 /// How a VM ended.
@@ -62,6 +72,8 @@ pub enum Exit {
     Failed { vcpu: u8, reason: String },
     /// The guest ignored the power button and was stopped hard.
     HardStopped,
+    /// `stop` on the control socket stopped the VM hard.
+    Stopped,
 }
 
 impl Exit {
@@ -71,7 +83,7 @@ impl Exit {
             Exit::PoweredOff | Exit::Reset | Exit::ResetWhileStopping => 0,
             Exit::Crashed { .. } => 3,
             Exit::Failed { .. } => 4,
-            Exit::HardStopped => 5,
+            Exit::HardStopped | Exit::Stopped => 5,
         }
     }
 
@@ -86,6 +98,7 @@ impl Exit {
             Exit::HardStopped => {
                 "guest did not power off after the ACPI power button; stopped it".into()
             }
+            Exit::Stopped => "stopped on request (control socket)".into(),
         }
     }
 }
@@ -101,6 +114,10 @@ pub enum VmmError {
     Console(#[from] console::ConsoleError),
     #[error(transparent)]
     Backend(#[from] device_manager::BackendError),
+    #[error(transparent)]
+    Api(#[from] api::ApiServerError),
+    #[error(transparent)]
+    Balloon(#[from] device_manager::balloon::BalloonOptionsError),
     #[error("Cannot set up signal handling")]
     Signals(#[source] std::io::Error),
     #[error("A vCPU did not stop; cannot reboot the guest")]
@@ -115,7 +132,8 @@ impl VmmError {
         match self {
             VmmError::Kvm(e) => !matches!(e, kvm::KvmError::Cpuid(_)),
             VmmError::Vm(e) => e.is_bad_input(),
-            VmmError::Console(_) | VmmError::Backend(_) => true,
+            VmmError::Console(_) | VmmError::Backend(_) | VmmError::Balloon(_) => true,
+            VmmError::Api(e) => e.is_bad_input(),
             _ => false,
         }
     }
@@ -125,6 +143,9 @@ impl VmmError {
 pub fn run(config: &VmConfig) -> Result<Exit, VmmError> {
     vm::check_inputs(config)?;
     let backends = device_manager::Backends::open(config)?;
+    if let Some(b) = &config.balloon {
+        b.check(config.memory)?;
+    }
     let hv = Hypervisor::open(config.cpus)?;
     let (tx, rx) = mpsc::channel();
     // Before any other thread exists, so they all inherit the blocked mask.
@@ -135,10 +156,17 @@ pub fn run(config: &VmConfig) -> Result<Exit, VmmError> {
     let ram = arch::layout::ram_ranges(config.memory);
     let below_4g = ram.first().map_or(0, |r| r.size);
     let rtc = Arc::new(Mutex::new(Rtc::new(below_4g, config.memory - below_4g)));
+    // Dropped when `run` returns: the socket file goes away with the VM.
+    let _api = match &config.api_socket {
+        Some(path) => Some(ApiServer::start(path, tx.clone())?),
+        None => None,
+    };
+    let mut ctl = Control::new();
 
     loop {
         let vm = Vm::boot(&hv, config, &backends, &console, rtc.clone(), tx.clone())?;
-        let outcome = control_loop(&vm, &rx, config)?;
+        ctl.booted();
+        let outcome = control_loop(&vm, &rx, config, &mut ctl)?;
         console.detach();
         let stopped = vm.stop();
         match outcome {
@@ -147,10 +175,11 @@ pub fn run(config: &VmConfig) -> Result<Exit, VmmError> {
                     return Err(VmmError::StuckVcpu);
                 }
                 eprintln!("keel-vmm: guest reset, rebooting");
-                // Events from the old VM are stale; signals are not.
+                // Events from the old VM are stale; signals and control
+                // requests are not.
                 let pending: Vec<_> = rx.try_iter().collect();
                 for ev in pending {
-                    if let Event::Signal(_) = ev {
+                    if let Event::Signal(_) | Event::Api(_) = ev {
                         let _ = tx.send(ev);
                     }
                 }
@@ -167,10 +196,14 @@ enum Outcome {
 }
 
 /// Waits for the event that ends this boot.
-fn control_loop(vm: &Vm, rx: &Receiver<Event>, config: &VmConfig) -> Result<Outcome, VmmError> {
-    let mut deadline: Option<Instant> = None;
+fn control_loop(
+    vm: &Vm,
+    rx: &Receiver<Event>,
+    config: &VmConfig,
+    ctl: &mut Control,
+) -> Result<Outcome, VmmError> {
     loop {
-        let event = match deadline {
+        let event = match ctl.deadline {
             None => rx.recv().map_err(|_| VmmError::Channel)?,
             Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                 Ok(ev) => ev,
@@ -184,9 +217,9 @@ fn control_loop(vm: &Vm, rx: &Receiver<Event>, config: &VmConfig) -> Result<Outc
             }
             Event::Power(PowerEvent::Reset) | Event::Vcpu(VcpuStop::Reset) => {
                 // A reset while shutting down on request ends the VM.
-                return Ok(match deadline {
-                    Some(_) => Outcome::Exit(Exit::ResetWhileStopping),
-                    None => Outcome::Reset,
+                return Ok(match ctl.state {
+                    VmState::ShuttingDown => Outcome::Exit(Exit::ResetWhileStopping),
+                    _ => Outcome::Reset,
                 });
             }
             Event::Vcpu(VcpuStop::Crashed { vcpu, reason }) => {
@@ -196,16 +229,23 @@ fn control_loop(vm: &Vm, rx: &Receiver<Event>, config: &VmConfig) -> Result<Outc
                 return Ok(Outcome::Exit(Exit::Failed { vcpu, reason }))
             }
             Event::Signal(sig) => {
-                if deadline.is_some() {
+                if ctl.state == VmState::ShuttingDown {
                     eprintln!("keel-vmm: second signal {sig}; stopping the VM now");
                     return Ok(Outcome::Exit(Exit::HardStopped));
                 }
                 let secs = config.shutdown_timeout.as_secs_f64();
+                if let Err(e) = ctl.press_power_button(vm, config) {
+                    eprintln!("keel-vmm: signal {sig}: {e}; stopping the VM now");
+                    return Ok(Outcome::Exit(Exit::HardStopped));
+                }
                 eprintln!(
                     "keel-vmm: signal {sig}: pressed the ACPI power button; stopping the VM in {secs}s if the guest does not power off"
                 );
-                vm.press_power_button();
-                deadline = Some(Instant::now() + config.shutdown_timeout);
+            }
+            Event::Api(call) => {
+                if let Some(exit) = api::handler::serve(call, vm, ctl, config) {
+                    return Ok(Outcome::Exit(exit));
+                }
             }
         }
     }

@@ -1,12 +1,21 @@
 //! vCPU threads: each runs `KVM_RUN` in a loop, routes port and MMIO exits
 //! to the buses, and reports the exits that end the VM to the control loop.
 //!
-//! A vCPU thread stops when the control loop sets the shared stop flag and
-//! kicks it out of `KVM_RUN` with [`KICK_SIGNAL`] (see [`VcpuHandle::stop`]).
+//! A vCPU thread is driven by messages ([`VcpuMessage`]: pause, resume,
+//! finish) and kicked out of `KVM_RUN` with [`kick_signal`] to read them. It
+//! stops when the control loop sets the shared stop flag or sends `Finish`
+//! (see [`VcpuHandle::stop`]); it pauses by waiting for `Resume` outside
+//! `KVM_RUN` (see [`VcpuHandle::pause`]).
+//!
+//! ```text
+//!   spawn ──▶ Running (KVM_RUN loop) ── Pause + kick ──▶ Paused (waits for a message)
+//!               ▲  │                ◀──── Resume ───────────┘      │
+//!               │  └─ stop flag / Finish / a VM-ending exit ──▶ Ended ◀── Finish
+//! ```
 
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Once};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -35,6 +44,17 @@ pub enum VcpuStop {
     Failed { vcpu: u8, reason: String },
 }
 
+/// What the control loop tells a vCPU thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuMessage {
+    /// Leave `KVM_RUN` and wait (acknowledged once paused).
+    Pause,
+    /// Run the guest again.
+    Resume,
+    /// End the thread.
+    Finish,
+}
+
 /// The signal that kicks a vCPU thread out of `KVM_RUN`.
 pub fn kick_signal() -> libc::c_int {
     vmm_sys_util::signal::SIGRTMIN()
@@ -55,6 +75,9 @@ pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
 /// A running vCPU thread.
 pub struct VcpuHandle {
     thread: JoinHandle<()>,
+    messages: Sender<VcpuMessage>,
+    /// One message per pause, once the thread is out of `KVM_RUN`.
+    paused: Receiver<()>,
 }
 
 /// Starts vCPU `id` on its own thread (`vcpu<id>`).
@@ -66,33 +89,79 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     events: Sender<Event>,
 ) -> std::io::Result<VcpuHandle> {
+    let (messages, inbox) = mpsc::channel();
+    let (paused_tx, paused) = mpsc::channel();
     let thread = thread::Builder::new()
         .name(format!("vcpu{id}"))
         .spawn(move || {
-            let mut vcpu = Vcpu { id, fd, pio, mmio };
+            let mut vcpu = Vcpu {
+                id,
+                fd,
+                pio,
+                mmio,
+                inbox,
+                paused: paused_tx,
+            };
             if let Some(why) = vcpu.run(&stop) {
                 let _ = events.send(Event::Vcpu(why));
             }
         })?;
-    Ok(VcpuHandle { thread })
+    Ok(VcpuHandle {
+        thread,
+        messages,
+        paused,
+    })
 }
 
 impl VcpuHandle {
-    /// Kicks the thread until it has left `KVM_RUN` and ended (the stop flag
-    /// must already be set). Returns false if it did not end within `limit`.
+    fn kick(&self) {
+        if self.thread.is_finished() {
+            return;
+        }
+        // SAFETY: the thread has not been joined (we own its JoinHandle),
+        // so the pthread_t is valid; the kick signal has a handler installed.
+        unsafe { libc::pthread_kill(self.thread.as_pthread_t(), kick_signal()) };
+    }
+
+    /// Tells the thread to end and kicks it until it has left `KVM_RUN` and
+    /// ended. Returns false if it did not end within `limit`.
     pub fn stop(self, limit: Duration) -> bool {
+        let _ = self.messages.send(VcpuMessage::Finish);
         let deadline = Instant::now() + limit;
-        let tid = self.thread.as_pthread_t();
         while !self.thread.is_finished() {
             if Instant::now() > deadline {
                 return false;
             }
-            // SAFETY: the thread has not been joined, so `tid` is valid;
-            // the kick signal has a handler installed.
-            unsafe { libc::pthread_kill(tid, kick_signal()) };
+            self.kick();
             thread::sleep(Duration::from_millis(2));
         }
         self.thread.join().is_ok()
+    }
+
+    /// Takes the vCPU out of `KVM_RUN` and leaves it waiting. Returns once
+    /// it is, or false if it did not within `limit` (it pauses later) or has
+    /// ended. A kick can land just before the thread enters `KVM_RUN`, so
+    /// kicks repeat until the thread answers.
+    pub fn pause(&self, limit: Duration) -> bool {
+        while self.paused.try_recv().is_ok() {}
+        if self.messages.send(VcpuMessage::Pause).is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            self.kick();
+            match self.paused.recv_timeout(Duration::from_millis(2)) {
+                Ok(()) => return true,
+                Err(RecvTimeoutError::Disconnected) => return false,
+                Err(RecvTimeoutError::Timeout) if Instant::now() > deadline => return false,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    /// Lets a paused vCPU run the guest again (harmless on a running one).
+    pub fn resume(&self) -> bool {
+        self.messages.send(VcpuMessage::Resume).is_ok()
     }
 }
 
@@ -101,12 +170,17 @@ struct Vcpu {
     fd: VcpuFd,
     pio: Bus,
     mmio: Bus,
+    inbox: Receiver<VcpuMessage>,
+    paused: Sender<()>,
 }
 
 impl Vcpu {
     /// Runs until the VM must stop; returns why, or None if told to stop.
     fn run(&mut self, stop: &AtomicBool) -> Option<VcpuStop> {
         while !stop.load(Ordering::Acquire) {
+            if !self.read_messages() {
+                return None;
+            }
             let exit = match self.fd.run() {
                 Ok(exit) => exit,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -179,6 +253,37 @@ impl Vcpu {
             }
         }
         None
+    }
+
+    /// Handles the control loop's messages between two `KVM_RUN`s; false
+    /// when the thread must end.
+    fn read_messages(&mut self) -> bool {
+        loop {
+            match self.inbox.try_recv() {
+                Ok(VcpuMessage::Pause) => {
+                    if !self.wait_paused() {
+                        return false;
+                    }
+                }
+                Ok(VcpuMessage::Resume) => {}
+                Ok(VcpuMessage::Finish) | Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    /// Paused: out of `KVM_RUN`, waits for `Resume` (true) or `Finish`.
+    fn wait_paused(&mut self) -> bool {
+        let _ = self.paused.send(());
+        loop {
+            match self.inbox.recv() {
+                Ok(VcpuMessage::Resume) => return true,
+                Ok(VcpuMessage::Pause) => {
+                    let _ = self.paused.send(());
+                }
+                Ok(VcpuMessage::Finish) | Err(_) => return false,
+            }
+        }
     }
 
     fn failed(&self, what: String) -> VcpuStop {

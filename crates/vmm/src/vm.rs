@@ -26,6 +26,7 @@ use crate::console::Console;
 use crate::device_manager::{AttachContext, Backends, DeviceError, DeviceManager};
 use crate::kvm::Hypervisor;
 use crate::pci_bus::PciBus;
+use crate::state::StateError;
 use crate::vcpu::{self, VcpuHandle};
 use crate::Event;
 
@@ -127,7 +128,7 @@ pub struct Vm {
     stop: Arc<AtomicBool>,
     pm: Arc<Mutex<Pm>>,
     // Dropped after the vCPUs stop: resets the devices, ending their workers.
-    _devices: DeviceManager,
+    devices: DeviceManager,
     _memory: GuestMemoryMmap,
     _vm_fd: Arc<VmFd>,
 }
@@ -237,7 +238,7 @@ impl Vm {
             vcpus: Vec::new(),
             stop: stop.clone(),
             pm,
-            _devices: devices,
+            devices,
             _memory: memory,
             _vm_fd: vm_fd.clone(),
         };
@@ -264,6 +265,47 @@ impl Vm {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .press_power_button();
+    }
+
+    /// Pauses the vCPUs (each within `limit`), then the device workers; on
+    /// failure, what was paused runs again.
+    pub fn pause(&self, limit: Duration) -> Result<(), StateError> {
+        for (i, v) in self.vcpus.iter().enumerate() {
+            if !v.pause(limit) {
+                self.vcpus[..=i].iter().for_each(|v| {
+                    v.resume();
+                });
+                return Err(StateError::VcpuTimeout(limit));
+            }
+        }
+        if let Err(e) = self.devices.pause_all() {
+            let _ = self.devices.resume_all();
+            self.vcpus.iter().for_each(|v| {
+                v.resume();
+            });
+            return Err(StateError::Device {
+                what: "pause",
+                reason: e,
+            });
+        }
+        Ok(())
+    }
+
+    /// Resumes the device workers, then the vCPUs.
+    pub fn resume(&self) -> Result<(), StateError> {
+        let devices = self.devices.resume_all();
+        self.vcpus.iter().for_each(|v| {
+            v.resume();
+        });
+        devices.map_err(|reason| StateError::Device {
+            what: "resume",
+            reason,
+        })
+    }
+
+    /// The balloon's control handle, when the VM has one.
+    pub fn balloon(&self) -> Option<&virtio::balloon::BalloonHandle> {
+        self.devices.balloon()
     }
 
     /// Stops every vCPU. Returns false if one would not leave KVM_RUN.

@@ -4,6 +4,7 @@
 //! Host resources that must outlive a guest reboot (disk images) are opened
 //! once, before the first boot, into [`Backends`].
 
+pub mod balloon;
 pub mod block;
 
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,8 @@ pub enum DeviceError {
         #[source]
         source: PciRootError,
     },
+    #[error("Cannot create the virtio-balloon device")]
+    Balloon(#[source] virtio::balloon::BalloonError),
     #[error("Cannot create the virtio-blk device of disk {index}")]
     Block {
         index: usize,
@@ -80,6 +83,8 @@ pub struct AttachContext<'a> {
 pub struct DeviceManager {
     pci: PciBus,
     virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
+    /// The balloon's control handle (`--balloon`).
+    balloon: Option<virtio::balloon::BalloonHandle>,
 }
 
 impl DeviceManager {
@@ -87,6 +92,7 @@ impl DeviceManager {
         DeviceManager {
             pci,
             virtio: Vec::new(),
+            balloon: None,
         }
     }
 
@@ -104,6 +110,10 @@ impl DeviceManager {
             let dev = block::block_device(index, disk, image.clone(), config.cpus)
                 .map_err(|source| DeviceError::Block { index, source })?;
             self.add_virtio(Box::new(dev), ctx)?;
+        }
+        // Last of all: the balloon.
+        if let Some(opts) = &config.balloon {
+            self.attach_balloon(opts, config.memory, ctx)?;
         }
         Ok(())
     }
@@ -141,5 +151,39 @@ impl DeviceManager {
             .map_err(|source| DeviceError::Plug { what, source })?;
         self.virtio.push(transport);
         Ok(())
+    }
+}
+
+/// Pausing, for VM pause (and snapshots later).
+impl DeviceManager {
+    /// Pauses every virtio device's worker, in attach order; stops at the
+    /// first failure (the caller resumes).
+    pub fn pause_all(&self) -> Result<(), String> {
+        for dev in &self.virtio {
+            let mut dev = dev.lock().unwrap_or_else(|e| e.into_inner());
+            dev.pause()
+                .map_err(|e| format!("{}: {e}", dev.device().describe()))?;
+        }
+        Ok(())
+    }
+
+    /// Resumes every virtio device's worker; tries them all and reports the
+    /// first failure.
+    pub fn resume_all(&self) -> Result<(), String> {
+        let mut first = Ok(());
+        for dev in &self.virtio {
+            let mut dev = dev.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = dev.resume() {
+                if first.is_ok() {
+                    first = Err(format!("{}: {e}", dev.device().describe()));
+                }
+            }
+        }
+        first
+    }
+
+    /// The balloon's control handle, when the VM has one.
+    pub fn balloon(&self) -> Option<&virtio::balloon::BalloonHandle> {
+        self.balloon.as_ref()
     }
 }
