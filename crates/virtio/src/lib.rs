@@ -25,6 +25,7 @@ pub mod block;
 pub mod chain;
 pub mod console;
 pub mod device;
+pub mod net;
 pub mod queue;
 pub mod rng;
 pub mod transport;

@@ -1,0 +1,663 @@
+//! virtio-net frame handling on the device's worker thread.
+//!
+//! Receive: the backend fd is watched edge-triggered. On readiness (or an
+//! RX kick) the handler takes free buffers from the RX ring — enough for
+//! the largest frame the guest may get, with MRG_RXBUF; one chain without —
+//! and `readv`s one frame straight into them, until the backend has no more
+//! frames, the budget is spent (the queue then kicks itself so TX gets a
+//! turn) or the guest has no buffers left. In that last case it stops
+//! reading, asks for a notification and waits for the guest's RX kick;
+//! frames meanwhile wait in the TAP's queue.
+//!
+//! Transmit: each chain's header is checked ([`check_tx_frame`]) and its
+//! readable buffers `writev`n to the backend as one frame. A backend that
+//! cannot take a frame (`EAGAIN`) keeps it pending until the fd is writable.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+use super::backend::{NetBackend, IOV_MAX};
+use super::device::NetStats;
+use super::features::{self, effective};
+use super::header::{check_tx_frame, TxFrameError, HDR_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN};
+use crate::chain::{self, ChainError, ChainInfo};
+use crate::queue::{Chain, QueueError};
+use crate::worker::{QueueHandler, WorkerContext};
+
+/// The receive queue's index.
+pub(crate) const RX_QUEUE: u16 = 0;
+/// The transmit queue's index.
+pub(crate) const TX_QUEUE: u16 = 1;
+/// The backend fd's token.
+const TOKEN_BACKEND: u64 = 1;
+/// Frames received per call before other events get a turn.
+const RX_BUDGET: usize = 256;
+/// The receive room (header included) gathered from mergeable buffers
+/// before a frame is read: the largest frame there is, whatever the
+/// offloads (the host side may have a jumbo MTU).
+const RX_ROOM: usize = HDR_LEN + MAX_FRAME_LEN;
+
+/// The `TUN_F_*` offloads the guest's receive side takes, from the
+/// features it accepted.
+pub fn tun_offloads(acked: u64) -> u32 {
+    let f = effective(acked);
+    let mut t = 0;
+    for (feature, flag) in [
+        (features::GUEST_CSUM, libc::TUN_F_CSUM),
+        (features::GUEST_TSO4, libc::TUN_F_TSO4),
+        (features::GUEST_TSO6, libc::TUN_F_TSO6),
+        (features::GUEST_ECN, libc::TUN_F_TSO_ECN),
+        (features::GUEST_UFO, libc::TUN_F_UFO),
+    ] {
+        if f & feature != 0 {
+            t |= flag;
+        }
+    }
+    t
+}
+
+/// Spreads a received frame of `len` bytes (header included) over buffers
+/// of `capacities`, in order: how many buffers it takes and how many bytes
+/// land in the last one; `None` when they cannot hold it.
+pub fn split_frame(
+    len: usize,
+    capacities: impl IntoIterator<Item = usize>,
+) -> Option<(usize, usize)> {
+    let mut left = len;
+    let mut count = 0usize;
+    for cap in capacities {
+        if left == 0 {
+            break;
+        }
+        count += 1;
+        if left <= cap {
+            return Some((count, left));
+        }
+        left -= cap;
+    }
+    None
+}
+
+/// A receive chain taken from the ring and not yet used.
+struct RxBuf {
+    head: u16,
+    descs: Vec<(GuestAddress, u32)>,
+    len: usize,
+}
+
+/// A frame the backend could not take yet.
+struct PendingTx {
+    head: u16,
+    descs: Vec<(GuestAddress, u32)>,
+    len: usize,
+}
+
+/// iovecs into guest memory, rebuilt right before each system call.
+struct IoVecs(Vec<libc::iovec>);
+
+// SAFETY: the raw pointers are addresses in the guest memory mapping the
+// worker's context keeps alive; they are only handed to the kernel, never
+// dereferenced by Rust code, and rebuilt for every call.
+unsafe impl Send for IoVecs {}
+
+impl IoVecs {
+    /// Fills with the host addresses of `descs` (at most `IOV_MAX`
+    /// entries), stopping once `limit` bytes are covered; returns how many
+    /// bytes they cover.
+    fn build<'a>(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        descs: impl IntoIterator<Item = &'a (GuestAddress, u32)>,
+        limit: usize,
+    ) -> usize {
+        let mut bytes = 0;
+        for &(addr, len) in descs {
+            if bytes >= limit {
+                break;
+            }
+            for slice in GuestMemoryBackend::get_slices(mem, addr, len as usize) {
+                // Ranges were checked by chain::validate; a failure just
+                // ends the list (the frame is then short of room).
+                let Ok(slice) = slice else {
+                    return bytes;
+                };
+                if self.0.len() == IOV_MAX {
+                    return bytes;
+                }
+                self.0.push(libc::iovec {
+                    iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                    iov_len: slice.len(),
+                });
+                bytes += slice.len();
+            }
+        }
+        bytes
+    }
+}
+
+/// Why a receive chain was returned unused.
+#[derive(Debug)]
+enum RxChainError {
+    Chain(ChainError),
+    Readable,
+    TooSmall(u32),
+}
+
+impl std::fmt::Display for RxChainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RxChainError::Chain(e) => e.fmt(f),
+            RxChainError::Readable => f.write_str("Receive chain has device-readable buffers"),
+            RxChainError::TooSmall(n) => write!(f, "Receive chain of {n} bytes is too small"),
+        }
+    }
+}
+
+/// Why a transmit chain was dropped.
+#[derive(Debug)]
+enum TxDrop {
+    Chain(ChainError),
+    Writable,
+    Frame(TxFrameError),
+    Backend(io::Error),
+}
+
+impl std::fmt::Display for TxDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TxDrop::Chain(e) => e.fmt(f),
+            TxDrop::Writable => f.write_str("Transmit chain has device-writable buffers"),
+            TxDrop::Frame(e) => e.fmt(f),
+            TxDrop::Backend(e) => write!(f, "The backend refused it: {e}"),
+        }
+    }
+}
+
+fn rx_chain(
+    chain: &Chain<'_>,
+    checked: Result<ChainInfo, ChainError>,
+    min_len: usize,
+) -> Result<RxBuf, RxChainError> {
+    let info = checked.map_err(RxChainError::Chain)?;
+    if info.readable > 0 {
+        return Err(RxChainError::Readable);
+    }
+    if (info.writable as usize) < min_len {
+        return Err(RxChainError::TooSmall(info.writable));
+    }
+    let descs = chain
+        .clone()
+        .filter(|d| d.len() > 0)
+        .map(|d| (d.addr(), d.len()))
+        .collect();
+    Ok(RxBuf {
+        head: chain.head_index(),
+        descs,
+        len: info.writable as usize,
+    })
+}
+
+/// Copies the first bytes of a chain's readable buffers into `out`
+/// (zeroes where the chain is shorter).
+fn read_prefix(mem: &GuestMemoryMmap, descs: &[(GuestAddress, u32)], out: &mut [u8]) {
+    out.fill(0);
+    let mut at = 0;
+    for &(addr, len) in descs {
+        if at == out.len() {
+            break;
+        }
+        let n = (len as usize).min(out.len() - at);
+        if mem.read_slice(&mut out[at..at + n], addr).is_err() {
+            return;
+        }
+        at += n;
+    }
+}
+
+/// Writes `bytes` at byte `offset` of the buffers `descs`.
+fn write_at(mem: &GuestMemoryMmap, descs: &[(GuestAddress, u32)], offset: usize, bytes: &[u8]) {
+    let mut skip = offset;
+    let mut rest = bytes;
+    for &(addr, len) in descs {
+        let len = len as usize;
+        if rest.is_empty() {
+            return;
+        }
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = (len - skip).min(rest.len());
+        let Some(at) = addr.checked_add(skip as u64) else {
+            return;
+        };
+        if mem.write_slice(&rest[..n], at).is_err() {
+            return;
+        }
+        rest = &rest[n..];
+        skip = 0;
+    }
+}
+
+/// What reading one frame gave.
+enum RxRead {
+    /// Delivered into this many buffers, with this many bytes in the last.
+    Frame(usize, usize),
+    /// Lost: longer than the room gathered, or shorter than a header.
+    Dropped,
+    /// The backend has nothing (more) to give.
+    Empty,
+}
+
+/// The device's request handling (one per activation).
+pub(crate) struct NetHandler {
+    backend: Arc<dyn NetBackend>,
+    name: String,
+    features: u64,
+    stats: Arc<NetStats>,
+    rx_pos: Option<usize>,
+    tx_pos: Option<usize>,
+    rx_bufs: VecDeque<RxBuf>,
+    rx_room: usize,
+    rx_descs: usize,
+    rx_notify: bool,
+    pending_tx: Option<PendingTx>,
+    tx_descs: Vec<(GuestAddress, u32)>,
+    iovs: IoVecs,
+    logged_drop: bool,
+}
+
+impl NetHandler {
+    pub(crate) fn new(
+        backend: Arc<dyn NetBackend>,
+        name: String,
+        acked: u64,
+        stats: Arc<NetStats>,
+    ) -> Self {
+        NetHandler {
+            backend,
+            name,
+            features: effective(acked),
+            stats,
+            rx_pos: None,
+            tx_pos: None,
+            rx_bufs: VecDeque::new(),
+            rx_room: 0,
+            rx_descs: 0,
+            rx_notify: true,
+            pending_tx: None,
+            tx_descs: Vec::new(),
+            iovs: IoVecs(Vec::with_capacity(IOV_MAX)),
+            logged_drop: false,
+        }
+    }
+
+    fn mrg(&self) -> bool {
+        self.features & features::MRG_RXBUF != 0
+    }
+
+    /// Logs the first dropped frame of this activation; later ones are
+    /// only counted.
+    fn log_drop(&mut self, what: &str, why: &dyn std::fmt::Display) {
+        if !self.logged_drop {
+            self.logged_drop = true;
+            eprintln!(
+                "keel-vmm: {}: {what}: {why} (further drops are only counted)",
+                self.name
+            );
+        }
+    }
+
+    /// Takes receive chains from the ring until there is room for a frame
+    /// or the ring is empty (notifications are then enabled). Returns
+    /// whether chains were returned unused.
+    fn fill_rx(&mut self, ctx: &mut WorkerContext, pos: usize) -> Result<bool, QueueError> {
+        let mrg = self.mrg();
+        let min_len = if mrg {
+            HDR_LEN
+        } else {
+            HDR_LEN + MIN_FRAME_LEN
+        };
+        let mem = &ctx.mem;
+        let q = &mut ctx.queues[pos];
+        let mut returned = false;
+        loop {
+            let enough = if mrg {
+                self.rx_room >= RX_ROOM || self.rx_descs >= IOV_MAX / 2
+            } else {
+                !self.rx_bufs.is_empty()
+            };
+            if enough {
+                return Ok(returned);
+            }
+            let Some(chain) = q.pop(mem)? else {
+                if self.rx_notify {
+                    return Ok(returned);
+                }
+                self.rx_notify = true;
+                if q.enable_notification(mem)? {
+                    continue;
+                }
+                return Ok(returned);
+            };
+            if self.rx_notify {
+                q.disable_notification(mem)?;
+                self.rx_notify = false;
+            }
+            let head = chain.head_index();
+            let checked = chain::validate(&chain, q.size());
+            match rx_chain(&chain, checked, min_len) {
+                Ok(buf) => {
+                    self.rx_room += buf.len;
+                    self.rx_descs += buf.descs.len();
+                    self.rx_bufs.push_back(buf);
+                }
+                Err(e) => {
+                    self.stats.bad_rx_chains.fetch_add(1, Ordering::Relaxed);
+                    self.log_drop("returned a receive buffer unused", &e);
+                    q.add_used(mem, head, 0)?;
+                    returned = true;
+                }
+            }
+        }
+    }
+
+    /// Reads one frame from the backend into the gathered buffers.
+    fn read_frame(&mut self, mem: &GuestMemoryMmap) -> io::Result<RxRead> {
+        self.iovs.0.clear();
+        let room = if self.mrg() {
+            self.iovs.build(
+                mem,
+                self.rx_bufs.iter().flat_map(|b| b.descs.iter()),
+                RX_ROOM,
+            )
+        } else {
+            match self.rx_bufs.front() {
+                Some(b) => self.iovs.build(mem, b.descs.iter(), usize::MAX),
+                None => 0,
+            }
+        };
+        if self.iovs.0.is_empty() {
+            return Ok(RxRead::Empty);
+        }
+        // SAFETY: the iovecs were just built from buffers the guest gave
+        // the device (validated to lie in guest memory, which the worker's
+        // context keeps mapped) and that no one else writes until they are
+        // returned on the used ring.
+        let r = unsafe { self.backend.read_frame(&self.iovs.0) };
+        self.iovs.0.clear();
+        let n = match r {
+            Ok(0) => return Ok(RxRead::Empty),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(RxRead::Empty),
+            Err(e) => return Err(e),
+        };
+        if n < HDR_LEN || n > room {
+            return Ok(RxRead::Dropped);
+        }
+        let split = if self.mrg() {
+            split_frame(n, self.rx_bufs.iter().map(|b| b.len))
+        } else {
+            split_frame(n, self.rx_bufs.front().map(|b| b.len))
+        };
+        Ok(split.map_or(RxRead::Dropped, |(count, last)| RxRead::Frame(count, last)))
+    }
+
+    fn process_rx(&mut self, ctx: &mut WorkerContext) -> Result<(), QueueError> {
+        let Some(pos) = self.rx_pos else {
+            return Ok(());
+        };
+        let mut used = false;
+        let mut frames = 0;
+        loop {
+            if frames == RX_BUDGET {
+                // Come back after the other ready events.
+                let _ = ctx.queues[pos].kick().write(1);
+                break;
+            }
+            used |= self.fill_rx(ctx, pos)?;
+            if self.rx_bufs.is_empty() {
+                // Wait for the guest's kick.
+                break;
+            }
+            let read = match self.read_frame(&ctx.mem) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.log_drop("cannot read from the backend", &e);
+                    break;
+                }
+            };
+            frames += 1;
+            let (count, last) = match read {
+                RxRead::Empty => break,
+                RxRead::Dropped => {
+                    self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                RxRead::Frame(count, last) => (count, last),
+            };
+            self.complete_rx(ctx, pos, count, last)?;
+            used = true;
+        }
+        if used {
+            ctx.signal_used(pos)?;
+        }
+        Ok(())
+    }
+
+    /// Fixes the header of a frame spread over the first `count` buffers
+    /// and returns them to the guest.
+    fn complete_rx(
+        &mut self,
+        ctx: &mut WorkerContext,
+        pos: usize,
+        count: usize,
+        last: usize,
+    ) -> Result<(), QueueError> {
+        let mem = &ctx.mem;
+        let q = &mut ctx.queues[pos];
+        if let Some(first) = self.rx_bufs.front() {
+            // num_buffers (the TAP leaves it alone) ...
+            write_at(mem, &first.descs, 10, &(count as u16).to_le_bytes());
+            // ... and no checksum flags for a driver that did not ask.
+            if self.features & features::GUEST_CSUM == 0 {
+                write_at(mem, &first.descs, 0, &[0]);
+            }
+        }
+        let mut bytes = 0;
+        for i in 0..count {
+            let Some(buf) = self.rx_bufs.pop_front() else {
+                break;
+            };
+            let len = if i + 1 == count { last } else { buf.len };
+            self.rx_room -= buf.len;
+            self.rx_descs -= buf.descs.len();
+            bytes += len;
+            q.add_used(mem, buf.head, len as u32)?;
+        }
+        self.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .rx_bytes
+            .fetch_add((bytes - HDR_LEN) as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Checks a transmit chain; its readable buffers are left in
+    /// `self.tx_descs`. Returns the frame length (header included).
+    fn tx_chain(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        chain: &Chain<'_>,
+        checked: Result<ChainInfo, ChainError>,
+    ) -> Result<usize, TxDrop> {
+        let info = checked.map_err(TxDrop::Chain)?;
+        if info.writable > 0 {
+            return Err(TxDrop::Writable);
+        }
+        self.tx_descs.clear();
+        self.tx_descs.extend(
+            chain
+                .clone()
+                .filter(|d| d.len() > 0)
+                .map(|d| (d.addr(), d.len())),
+        );
+        let mut hdr = [0u8; HDR_LEN];
+        read_prefix(mem, &self.tx_descs, &mut hdr);
+        let len = info.readable as usize;
+        check_tx_frame(&hdr, len, self.features).map_err(TxDrop::Frame)?;
+        Ok(len)
+    }
+
+    /// Sends the frame in `descs`; `Ok(false)` when the backend would block.
+    fn send(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        descs: &[(GuestAddress, u32)],
+        len: usize,
+    ) -> Result<bool, TxDrop> {
+        self.iovs.0.clear();
+        if self.iovs.build(mem, descs, usize::MAX) != len {
+            self.iovs.0.clear();
+            return Err(TxDrop::Chain(ChainError::TooLong(IOV_MAX as u16)));
+        }
+        // SAFETY: the iovecs were just built from the readable buffers of a
+        // validated chain in guest memory (kept mapped by the worker's
+        // context); the backend only reads them.
+        let r = unsafe { self.backend.write_frame(&self.iovs.0) };
+        self.iovs.0.clear();
+        match r {
+            Ok(_) => {
+                self.stats.tx_frames.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .tx_bytes
+                    .fetch_add((len - HDR_LEN) as u64, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.stats.tx_blocked.fetch_add(1, Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(e) => Err(TxDrop::Backend(e)),
+        }
+    }
+
+    fn drop_tx(&mut self, why: TxDrop) {
+        self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+        self.log_drop("dropped a frame from the guest", &why);
+    }
+
+    fn process_tx(&mut self, ctx: &mut WorkerContext) -> Result<(), QueueError> {
+        let Some(pos) = self.tx_pos else {
+            return Ok(());
+        };
+        let mut served = 0usize;
+        let mut more = false;
+        {
+            let mem = &ctx.mem;
+            let q = &mut ctx.queues[pos];
+            if let Some(p) = self.pending_tx.take() {
+                match self.send(mem, &p.descs, p.len) {
+                    Ok(false) => {
+                        self.pending_tx = Some(p);
+                        return Ok(());
+                    }
+                    Ok(true) => {}
+                    Err(why) => self.drop_tx(why),
+                }
+                q.add_used(mem, p.head, 0)?;
+                served += 1;
+            }
+            let size = q.size();
+            let budget = usize::from(size) * 2;
+            'ring: loop {
+                q.disable_notification(mem)?;
+                while let Some(chain) = q.pop(mem)? {
+                    let head = chain.head_index();
+                    let checked = chain::validate(&chain, size);
+                    match self.tx_chain(mem, &chain, checked) {
+                        Err(why) => self.drop_tx(why),
+                        Ok(len) => {
+                            let descs = std::mem::take(&mut self.tx_descs);
+                            match self.send(mem, &descs, len) {
+                                Ok(true) => self.tx_descs = descs,
+                                Ok(false) => {
+                                    // Wait for the backend to be writable.
+                                    self.pending_tx = Some(PendingTx { head, descs, len });
+                                    break 'ring;
+                                }
+                                Err(why) => {
+                                    self.tx_descs = descs;
+                                    self.drop_tx(why);
+                                }
+                            }
+                        }
+                    }
+                    q.add_used(mem, head, 0)?;
+                    served += 1;
+                    if served >= budget {
+                        more = true;
+                        break 'ring;
+                    }
+                }
+                if !q.enable_notification(mem)? {
+                    break;
+                }
+            }
+            if more {
+                // Come back to this queue after the other ready events.
+                let _ = q.kick().write(1);
+            }
+        }
+        if served > 0 {
+            ctx.signal_used(pos)?;
+        }
+        Ok(())
+    }
+}
+
+impl QueueHandler for NetHandler {
+    fn start(&mut self, ctx: &mut WorkerContext) -> io::Result<()> {
+        self.rx_pos = ctx.queues.iter().position(|q| q.index() == RX_QUEUE);
+        self.tx_pos = ctx.queues.iter().position(|q| q.index() == TX_QUEUE);
+        ctx.watch(
+            self.backend.fd(),
+            TOKEN_BACKEND,
+            EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED,
+        )
+    }
+
+    fn process_queue(&mut self, ctx: &mut WorkerContext, queue: usize) -> Result<(), QueueError> {
+        if Some(queue) == self.rx_pos {
+            self.process_rx(ctx)
+        } else if Some(queue) == self.tx_pos {
+            self.process_tx(ctx)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn handle_event(
+        &mut self,
+        ctx: &mut WorkerContext,
+        token: u64,
+        events: EventSet,
+    ) -> Result<(), QueueError> {
+        if token != TOKEN_BACKEND {
+            return Ok(());
+        }
+        if events.intersects(EventSet::OUT | EventSet::ERROR | EventSet::HANG_UP)
+            && self.pending_tx.is_some()
+        {
+            self.process_tx(ctx)?;
+        }
+        if events.intersects(EventSet::IN | EventSet::ERROR | EventSet::HANG_UP) {
+            self.process_rx(ctx)?;
+        }
+        Ok(())
+    }
+}
