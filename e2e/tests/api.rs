@@ -1,0 +1,285 @@
+//! keel-vmm's control socket (`--api-socket`), end to end.
+//!
+//! On the native /dev/kvm with payload guests (milliseconds): status,
+//! pause/resume (the guest stops echoing serial input while paused), the
+//! power button, stop, bad input, bad socket paths. In the KVM rig with the
+//! stock Linux guest: pause stops a running counter and resume restarts it,
+//! and the power button over the socket powers the guest off.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{keel_vmm, native_kvm, Payload};
+use vmm_api::{Client, ErrorCode, Reply, Request, VmState};
+use xtask::proc::ChildGuard;
+
+/// A keel-vmm running a payload natively, with its control socket.
+struct Vmm {
+    child: ChildGuard,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("keel-api-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Vmm {
+    /// Starts `payload` with `--api-socket` and `extra` arguments; `None`
+    /// (after SKIPPED) without a usable /dev/kvm.
+    fn start(name: &str, payload: Payload, extra: &[&str]) -> Option<Vmm> {
+        if !native_kvm() {
+            return None;
+        }
+        let elf = xtask::payload::build(payload).unwrap();
+        let dir = temp_dir(name);
+        let socket = dir.join("api.sock");
+        let mut cmd = Command::new(keel_vmm());
+        cmd.arg("--kernel")
+            .arg(&elf)
+            .arg("--api-socket")
+            .arg(&socket)
+            .args(["--memory", "64M"])
+            .args(extra)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.join("stdout")).unwrap())
+            .stderr(File::create(dir.join("stderr")).unwrap());
+        let child = ChildGuard::spawn(&mut cmd, true).unwrap();
+        let vmm = Vmm { child, dir, socket };
+        vmm.wait_for_socket();
+        Some(vmm)
+    }
+
+    fn wait_for_socket(&self) {
+        let start = Instant::now();
+        while Client::connect(&self.socket).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no control socket: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn client(&self) -> Client {
+        let c = Client::connect(&self.socket).unwrap();
+        c.set_timeout(Some(Duration::from_secs(20))).unwrap();
+        c
+    }
+
+    fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        self.file("stderr")
+    }
+
+    /// Waits for `marker` in the file `name` (the console).
+    fn wait_for(&self, name: &str, marker: &str) {
+        let start = Instant::now();
+        while !self.file(name).contains(marker) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{marker} never appeared in {name}: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for keel-vmm to end; its exit status.
+    fn exit_status(&mut self) -> Option<i32> {
+        let s = self
+            .child
+            .wait_timeout(Duration::from_secs(30))
+            .unwrap()
+            .expect("keel-vmm did not end");
+        s.code()
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        self.child.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn status(c: &mut Client) -> vmm_api::VmStatus {
+    match c.call(Request::Status).unwrap() {
+        Reply::Status(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn error_code(c: &mut Client, r: Request) -> ErrorCode {
+    c.call(r).unwrap_err().api().expect("an error answer").code
+}
+
+#[test]
+fn status_pause_resume_and_stop() {
+    let Some(mut vmm) = Vmm::start(
+        "stop",
+        Payload::Hang,
+        &["--cpus", "2", "--serial", "file=console"],
+    ) else {
+        return;
+    };
+    vmm.wait_for("console", Payload::Hang.marker());
+    let mut c = vmm.client();
+    let s = status(&mut c);
+    assert_eq!(s.state, VmState::Running);
+    assert_eq!((s.vcpus, s.memory_bytes, s.boots), (2, 64 << 20, 1));
+    assert_eq!(s.balloon, None);
+    assert_eq!(c.call(Request::Pause).unwrap(), Reply::Done);
+    assert_eq!(status(&mut c).state, VmState::Paused);
+    assert_eq!(error_code(&mut c, Request::Pause), ErrorCode::InvalidState);
+    assert_eq!(c.call(Request::Resume).unwrap(), Reply::Done);
+    assert_eq!(error_code(&mut c, Request::Resume), ErrorCode::InvalidState);
+    assert_eq!(
+        error_code(&mut c, Request::BalloonSet { target_bytes: 0 }),
+        ErrorCode::NoDevice
+    );
+    assert_eq!(
+        error_code(&mut c, Request::BalloonStats),
+        ErrorCode::NoDevice
+    );
+    // Garbage on a second connection changes nothing.
+    let mut raw = vmm.client();
+    assert!(raw.call_raw("not json").unwrap().contains("bad-json"));
+    assert!(raw
+        .call_raw(&"x".repeat(vmm_api::MAX_REQUEST_LINE * 2))
+        .unwrap()
+        .contains("line-too-long"));
+    assert_eq!(status(&mut c).state, VmState::Running);
+    // Stop: answered, then keel-vmm exits 5 and removes its socket.
+    assert_eq!(c.call(Request::Stop).unwrap(), Reply::Done);
+    assert_eq!(vmm.exit_status(), Some(5), "{}", vmm.stderr());
+    assert!(
+        vmm.stderr().contains("stopped on request (control socket)"),
+        "{}",
+        vmm.stderr()
+    );
+    assert!(!vmm.socket.exists());
+}
+
+#[test]
+fn power_button_over_the_socket_powers_the_guest_off() {
+    let Some(mut vmm) = Vmm::start("button", Payload::Button, &["--serial", "file=console"]) else {
+        return;
+    };
+    vmm.wait_for("console", Payload::Button.marker());
+    let mut c = vmm.client();
+    // Pressed while paused: the VM is resumed first so the guest can react.
+    c.call(Request::Pause).unwrap();
+    assert_eq!(c.call(Request::PowerButton).unwrap(), Reply::Done);
+    assert_eq!(vmm.exit_status(), Some(0), "{}", vmm.stderr());
+    assert!(vmm.file("console").contains("KEEL-PAYLOAD-BUTTON"));
+    assert!(
+        vmm.stderr().contains("guest powered off"),
+        "{}",
+        vmm.stderr()
+    );
+    assert!(!vmm.socket.exists(), "socket removed at exit");
+}
+
+#[test]
+fn power_button_ignored_ends_in_a_hard_stop() {
+    let Some(mut vmm) = Vmm::start(
+        "ignored",
+        Payload::Hang,
+        &["--serial", "file=console", "--shutdown-timeout", "1"],
+    ) else {
+        return;
+    };
+    let mut c = vmm.client();
+    c.call(Request::PowerButton).unwrap();
+    assert_eq!(status(&mut c).state, VmState::ShuttingDown);
+    assert_eq!(error_code(&mut c, Request::Pause), ErrorCode::InvalidState);
+    assert_eq!(
+        error_code(&mut c, Request::PowerButton),
+        ErrorCode::InvalidState
+    );
+    assert_eq!(vmm.exit_status(), Some(5), "{}", vmm.stderr());
+}
+
+/// Reads what the serial socket sends within `wait`.
+fn read_for(s: &mut UnixStream, wait: Duration) -> String {
+    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let mut got = Vec::new();
+    let end = Instant::now() + wait;
+    let mut buf = [0u8; 256];
+    while Instant::now() < end {
+        if let Ok(n) = s.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_paused_guest_runs_no_code_until_resumed() {
+    let Some(vmm) = Vmm::start("echo", Payload::Echo, &["--serial", "socket=serial.sock"]) else {
+        return;
+    };
+    let mut serial = UnixStream::connect(vmm.dir.join("serial.sock")).unwrap();
+    let start = Instant::now();
+    let mut seen = String::new();
+    while !seen.contains(Payload::Echo.marker()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no marker: {seen}"
+        );
+        seen.push_str(&read_for(&mut serial, Duration::from_millis(50)));
+    }
+    serial.write_all(b"a").unwrap();
+    assert!(read_for(&mut serial, Duration::from_millis(500)).contains('a'));
+    let mut c = vmm.client();
+    c.call(Request::Pause).unwrap();
+    serial.write_all(b"b").unwrap();
+    let while_paused = read_for(&mut serial, Duration::from_millis(700));
+    assert!(!while_paused.contains('b'), "echoed while paused");
+    c.call(Request::Resume).unwrap();
+    assert!(read_for(&mut serial, Duration::from_millis(1000)).contains('b'));
+    c.call(Request::Stop).unwrap();
+}
+
+#[test]
+fn bad_socket_paths_are_bad_input() {
+    if !native_kvm() {
+        return;
+    }
+    let elf = xtask::payload::build(Payload::Ok).unwrap();
+    let dir = temp_dir("paths");
+    let file = dir.join("plain");
+    std::fs::write(&file, "x").unwrap();
+    for (path, needle) in [
+        (file.clone(), "exists and is not a socket"),
+        (
+            dir.join("missing/api.sock"),
+            "Cannot create the control socket",
+        ),
+    ] {
+        let out = e2e::run_keel_vmm(&[
+            "--kernel",
+            elf.to_str().unwrap(),
+            "--api-socket",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status, Some(2), "{}", out.dump());
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.dump());
+        assert!(out.stderr.contains(needle), "{}", out.dump());
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+    let _ = std::fs::remove_dir_all(&dir);
+}
