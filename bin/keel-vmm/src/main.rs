@@ -13,6 +13,7 @@ use clap::Parser;
 use vmm::config::{self, SerialConfig, VmConfig};
 use vmm::device_manager::balloon::BalloonOptions;
 use vmm::device_manager::block::DiskConfig;
+use vmm::device_manager::net::NetConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,6 +58,11 @@ struct Args {
     /// qcow2 image; format=auto (the default) tells them apart by the qcow2 magic.
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskConfig>,
+    /// Add a virtio-net NIC on a TAP (repeatable): tap[=NAME][,mac=MAC].
+    /// Opens the TAP NAME, creating it if needed; plain `tap` creates keelN.
+    /// The MAC defaults to 02:6b:65 plus a hash of the TAP's name.
+    #[arg(long = "net", value_name = "SPEC")]
+    nets: Vec<NetConfig>,
     /// Add a virtio-balloon device, driven over the control socket:
     /// [size=SIZE][,stats=on|off][,deflate_on_oom=on|off][,free_page_reporting=on|off]
     /// (defaults: size=0, stats=on, the others off).
@@ -100,6 +106,7 @@ fn main() -> ExitCode {
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         rng: args.rng,
         disks: args.disks,
+        nets: args.nets,
         api_socket: args.api_socket,
         balloon: args.balloon,
     };

@@ -199,6 +199,8 @@ pub struct VmConfig {
     pub balloon: Option<crate::device_manager::balloon::BalloonOptions>,
     /// virtio-blk disks, in PCI order.
     pub disks: Vec<crate::device_manager::block::DiskConfig>,
+    /// virtio-net NICs on TAPs, in PCI order.
+    pub nets: Vec<crate::device_manager::net::NetConfig>,
 }
 
 impl VmConfig {
@@ -217,6 +219,7 @@ impl VmConfig {
             api_socket: None,
             balloon: None,
             disks: Vec::new(),
+            nets: Vec::new(),
         }
     }
 }

@@ -32,7 +32,7 @@ pub use backend::{NetBackend, SocketBackend, SocketPeer};
 pub use device::{Net, NetStats, QUEUE_SIZE};
 pub use header::{check_tx_frame, NetHdr, TxFrameError, HDR_LEN, MAX_FRAME_LEN};
 pub use mac::{MacAddr, MacError, KEEL_MAC_PREFIX};
-pub use tap::{Tap, TapError};
+pub use tap::{check_name, Tap, TapError, TUN_PATH};
 pub use worker::{split_frame, tun_offloads};
 
 /// virtio-net feature bits as masks.

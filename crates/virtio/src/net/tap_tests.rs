@@ -40,8 +40,8 @@ fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
                 );
                 return None;
             }
-            if !std::path::Path::new(tap::TUN_PATH).exists() {
-                eprintln!("SKIPPED (no {})", tap::TUN_PATH);
+            if !std::path::Path::new(TUN_PATH).exists() {
+                eprintln!("SKIPPED (no {TUN_PATH})");
                 return None;
             }
             Some(f())

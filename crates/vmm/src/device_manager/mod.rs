@@ -6,6 +6,7 @@
 
 pub mod balloon;
 pub mod block;
+pub mod net;
 
 use std::sync::{Arc, Mutex};
 
@@ -53,6 +54,8 @@ pub enum DeviceError {
 pub enum BackendError {
     #[error(transparent)]
     Disk(#[from] block::DiskError),
+    #[error(transparent)]
+    Net(#[from] net::NetError),
 }
 
 /// Host resources opened once per VMM process, before the first boot, and
@@ -61,6 +64,9 @@ pub enum BackendError {
 pub struct Backends {
     /// One per `config.disks`, in order.
     pub disks: Vec<Arc<dyn storage::DiskImage>>,
+    /// One per `config.nets`, in order: the TAPs (a TAP keel-vmm created
+    /// lives as long as the process).
+    pub nets: Vec<net::OpenNet>,
 }
 
 impl Backends {
@@ -68,6 +74,7 @@ impl Backends {
     pub fn open(config: &VmConfig) -> Result<Self, BackendError> {
         Ok(Backends {
             disks: block::open_disks(&config.disks)?,
+            nets: net::open_nets(&config.nets)?,
         })
     }
 }
@@ -110,6 +117,9 @@ impl DeviceManager {
             let dev = block::block_device(index, disk, image.clone(), config.cpus)
                 .map_err(|source| DeviceError::Block { index, source })?;
             self.add_virtio(Box::new(dev), ctx)?;
+        }
+        for open in &ctx.backends.nets {
+            self.add_virtio(Box::new(net::net_device(open)), ctx)?;
         }
         // Last of all: the balloon.
         if let Some(opts) = &config.balloon {
