@@ -30,6 +30,7 @@ pub mod queue;
 pub mod rng;
 pub mod transport;
 pub mod unix;
+pub mod vsock;
 pub mod worker;
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! through several queues (console ports, vsock): offers single-buffer
 //! chains, sends bytes, and collects what came back, per queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
@@ -29,6 +29,8 @@ pub struct StreamDriver {
     bufs: HashMap<(u16, u16), (u64, u32, bool)>,
     /// Freed buffers by length, for reuse.
     pool: HashMap<u32, Vec<u64>>,
+    /// Buffers a `wait` collected beyond what it was asked for.
+    backlog: HashMap<u16, VecDeque<Used>>,
 }
 
 impl StreamDriver {
@@ -39,6 +41,7 @@ impl StreamDriver {
             seen: HashMap::new(),
             bufs: HashMap::new(),
             pool: HashMap::new(),
+            backlog: HashMap::new(),
         }
     }
 
@@ -47,6 +50,7 @@ impl StreamDriver {
         self.next_slot.clear();
         self.seen.clear();
         self.bufs.clear();
+        self.backlog.clear();
     }
 
     fn alloc(&mut self, len: u32) -> u64 {
@@ -106,7 +110,7 @@ impl StreamDriver {
         let l = self.d.queues[&queue];
         let now = l.used_idx(&self.d.mem);
         let from = *self.seen.get(&queue).unwrap_or(&0);
-        let mut out = Vec::new();
+        let mut out: Vec<Used> = self.backlog.remove(&queue).unwrap_or_default().into();
         let mut i = from;
         while i != now {
             let (head, len) = l.used_elem(&self.d.mem, i);
@@ -125,13 +129,18 @@ impl StreamDriver {
         out
     }
 
-    /// Waits until `n` more buffers came back on `queue`.
+    /// Waits until `n` more buffers came back on `queue`; returns exactly
+    /// those (later ones wait for the next call).
     pub fn wait(&mut self, queue: u16, n: usize) -> Vec<Used> {
         let start = Instant::now();
         let mut out = Vec::new();
         while out.len() < n {
             out.extend(self.poll(queue));
             if out.len() >= n {
+                let extra: VecDeque<Used> = out.split_off(n).into();
+                if !extra.is_empty() {
+                    self.backlog.insert(queue, extra);
+                }
                 break;
             }
             assert!(

@@ -473,7 +473,10 @@ fn bad_port_lists_are_refused() {
     assert!(matches!(err(&[missing]), ConsoleError::Socket { .. }));
     // A live socket is not stolen; the first device's socket stays usable.
     let first = Console::new(std::slice::from_ref(&a)).unwrap();
-    assert!(matches!(err(std::slice::from_ref(&a)), ConsoleError::Socket { .. }));
+    assert!(matches!(
+        err(std::slice::from_ref(&a)),
+        ConsoleError::Socket { .. }
+    ));
     drop(first);
     assert!(!a.socket.exists(), "socket removed with the device");
 }
