@@ -177,7 +177,21 @@ pub fn run_program(
     sigterm_after: Option<&str>,
     timeout: Duration,
 ) -> Result<VmOutput> {
+    run_program_in(program, args, None, sigterm_after, timeout)
+}
+
+/// [`run_program`] in the working directory `cwd`.
+fn run_program_in(
+    program: &Path,
+    args: &[String],
+    cwd: Option<&Path>,
+    sigterm_after: Option<&str>,
+    timeout: Duration,
+) -> Result<VmOutput> {
     let mut cmd = Command::new(program);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -469,6 +483,266 @@ impl LinuxVm {
     }
 }
 
+/// One step of a [`Session`].
+#[derive(Clone, Debug)]
+enum Step {
+    Vm(LinuxVm),
+    Sh(String),
+}
+
+/// What a [`Session`]'s shell step gave.
+#[derive(Clone, Debug)]
+pub struct ShOutput {
+    pub status: i32,
+    pub stdout: String,
+}
+
+impl ShOutput {
+    /// The value printed as `NAME=value` on a line of its own.
+    pub fn value(&self, name: &str) -> Option<String> {
+        let prefix = format!("{name}=");
+        self.stdout
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix(&prefix).map(|v| v.trim().to_string()))
+    }
+}
+
+/// What a [`Session`] gave: one output per step, in order, by kind.
+#[derive(Clone, Debug, Default)]
+pub struct SessionOutput {
+    pub vms: Vec<VmOutput>,
+    pub sh: Vec<ShOutput>,
+}
+
+/// Several steps on the machine that runs keel-vmm (this host with
+/// hardware KVM, or L1 in the rig), in one working directory that starts
+/// with the session's files: keel-vmm runs (relative paths in their
+/// arguments name the files) and `sh` scripts around them (e.g. a checksum
+/// of a disk image). In the rig it is one L1 session, so what a step
+/// writes, the next one sees.
+///
+/// ```ignore
+/// let out = Session::new()
+///     .file(&image, "disk.raw")
+///     .vm(LinuxVm::new().arg("--disk").arg("path=disk.raw").cmd("..."))
+///     .sh("echo SUM=$(sha256sum disk.raw)")
+///     .run()?;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Session {
+    files: Vec<(PathBuf, String)>,
+    steps: Vec<Step>,
+    rig_memory_mib: u32,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session {
+            files: Vec::new(),
+            steps: Vec::new(),
+            rig_memory_mib: 4096,
+        }
+    }
+}
+
+/// Where a session's files are in L1.
+const RIG_WORK_DIR: &str = "/work";
+
+impl Session {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Puts a copy of the host file `host` in the working directory as
+    /// `name` (a plain file name). In the rig it travels in L1's
+    /// initramfs, which lives in L1's RAM: keep files to tens of MiB.
+    pub fn file(mut self, host: &Path, name: &str) -> Self {
+        assert!(
+            !name.is_empty() && !name.contains('/') && name != "." && name != "..",
+            "session file names are plain names: {name:?}"
+        );
+        self.files.push((host.to_path_buf(), name.to_string()));
+        self
+    }
+
+    /// Runs keel-vmm with this guest.
+    pub fn vm(mut self, vm: LinuxVm) -> Self {
+        self.steps.push(Step::Vm(vm));
+        self
+    }
+
+    /// Runs a `sh` script in the working directory.
+    pub fn sh(mut self, script: &str) -> Self {
+        self.steps.push(Step::Sh(script.to_string()));
+        self
+    }
+
+    /// L1's memory when the session runs in the rig.
+    pub fn rig_memory_mib(mut self, mib: u32) -> Self {
+        self.rig_memory_mib = mib;
+        self
+    }
+
+    /// Runs every step where this machine can; `None` when skipped.
+    pub fn run(&self) -> Option<SessionOutput> {
+        let runner = linux_runner()?;
+        let guest = xtask::guest::build().expect("building the test guest");
+        let out = match runner {
+            Runner::Native => {
+                let dir = guest.vmlinuz.parent().expect("guest dir").to_path_buf();
+                self.run_native(&dir)
+            }
+            Runner::Rig => self.run_rig(),
+        };
+        Some(out.expect("running the session"))
+    }
+
+    fn run_native(&self, guest_dir: &Path) -> Result<SessionOutput> {
+        let work = WorkDir::new()?;
+        for (host, name) in &self.files {
+            std::fs::copy(host, work.0.join(name))
+                .with_context(|| format!("Copying {} to {}", host.display(), work.0.display()))?;
+        }
+        let mut out = SessionOutput::default();
+        for step in &self.steps {
+            match step {
+                Step::Vm(vm) => out.vms.push(run_program_in(
+                    keel_vmm(),
+                    &vm.args(guest_dir),
+                    Some(&work.0),
+                    vm.sigterm_after.as_deref(),
+                    vm.timeout,
+                )?),
+                Step::Sh(script) => {
+                    let o = Command::new("sh")
+                        .args(["-c", script])
+                        .current_dir(&work.0)
+                        .stdin(Stdio::null())
+                        .output()
+                        .context("Running sh")?;
+                    out.sh.push(ShOutput {
+                        status: o.status.code().unwrap_or(-1),
+                        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The L1 script and how long its steps may take.
+    fn rig_script(&self) -> (String, Duration) {
+        let mut script = format!("mkdir -p {RIG_WORK_DIR} && cd {RIG_WORK_DIR} || exit 1\n");
+        let mut timeout = Duration::ZERO;
+        for (i, step) in self.steps.iter().enumerate() {
+            script.push_str(&format!("echo KEEL-STEP-{i}-BEGIN\n"));
+            match step {
+                Step::Vm(vm) => {
+                    let args = vm.args(Path::new("/guest"));
+                    script.push_str(&rig_script(&args, vm.sigterm_after.as_deref(), vm.timeout));
+                    timeout += vm.timeout;
+                }
+                Step::Sh(s) => {
+                    script.push_str(&format!(
+                        "sh -c {} </dev/null >/tmp/step.out 2>&1\necho KEEL-SH-STATUS=$?\n\
+                         echo KEEL-SH-STDOUT-BEGIN; cat /tmp/step.out; echo; echo KEEL-SH-STDOUT-END\n",
+                        shell_quote(s)
+                    ));
+                    timeout += Duration::from_secs(60);
+                }
+            }
+            script.push_str(&format!("echo KEEL-STEP-{i}-END\n"));
+        }
+        (script, timeout)
+    }
+
+    fn run_rig(&self) -> Result<SessionOutput> {
+        let (script, timeout) = self.rig_script();
+        let opts = RigOptions {
+            timeout: timeout + Duration::from_secs(180),
+            memory_mib: self.rig_memory_mib,
+            keel_vmm: Some(keel_vmm().to_path_buf()),
+            files: self
+                .files
+                .iter()
+                .map(|(host, name)| (host.clone(), format!("{RIG_WORK_DIR}/{name}")))
+                .collect(),
+            echo: std::env::var_os("KEEL_RIG_ECHO").is_some(),
+            ..RigOptions::default()
+        };
+        let out = rig::run(&opts, &script)?;
+        if out.status != 0 {
+            bail!(
+                "The rig's script failed ({}):\n{}",
+                out.status,
+                rig::tail(&out.output, 40)
+            );
+        }
+        parse_session_output(&out.output, &self.steps)
+    }
+}
+
+/// Splits the rig's console into the steps' reports.
+fn parse_session_output(text: &str, steps: &[Step]) -> Result<SessionOutput> {
+    let mut out = SessionOutput::default();
+    for (i, step) in steps.iter().enumerate() {
+        let begin = format!("KEEL-STEP-{i}-BEGIN\n");
+        let end = format!("KEEL-STEP-{i}-END");
+        let part = text
+            .find(&begin)
+            .map(|at| &text[at + begin.len()..])
+            .and_then(|rest| rest.find(&end).map(|len| &rest[..len]));
+        let Some(part) = part else {
+            bail!(
+                "The rig's output lacks step {i}'s report:\n{}",
+                rig::tail(text, 40)
+            );
+        };
+        match step {
+            Step::Vm(_) => out.vms.push(parse_rig_output(part)?),
+            Step::Sh(_) => {
+                let status = part
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("KEEL-SH-STATUS="))
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(-1);
+                let stdout = part
+                    .split_once("KEEL-SH-STDOUT-BEGIN\n")
+                    .and_then(|(_, rest)| rest.split_once("\nKEEL-SH-STDOUT-END"))
+                    .map(|(s, _)| s.to_string())
+                    .unwrap_or_default();
+                out.sh.push(ShOutput { status, stdout });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A temporary working directory, removed on drop.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new() -> Result<Self> {
+        static N: Mutex<u32> = Mutex::new(0);
+        let n = {
+            let mut n = N.lock().unwrap_or_else(|p| p.into_inner());
+            *n += 1;
+            *n
+        };
+        let dir = std::env::temp_dir().join(format!("keel-e2e-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Boots a payload guest natively with extra keel-vmm `args`; `None` when
 /// skipped.
 pub fn run_payload(
@@ -554,6 +828,52 @@ mod tests {
         assert_eq!(out.stdout, "READY\n");
         assert_eq!(out.stderr, "oops\n");
         assert!(!out.timed_out);
+    }
+
+    #[test]
+    fn session_output_is_split_by_step() {
+        let steps = vec![
+            Step::Sh("true".into()),
+            Step::Vm(LinuxVm::new()),
+            Step::Sh("true".into()),
+        ];
+        let text = "KEEL-STEP-0-BEGIN\nKEEL-SH-STATUS=0\nKEEL-SH-STDOUT-BEGIN\nSUM=abc\n\n\
+            KEEL-SH-STDOUT-END\nKEEL-STEP-0-END\nKEEL-STEP-1-BEGIN\nKEEL-L1-START=1\n\
+            KEEL-L1-END=2\nKEEL-VMM-STDOUT-BEGIN\nX=1\n\nKEEL-VMM-STDOUT-END\n\
+            KEEL-VMM-STDERR-BEGIN\n\nKEEL-VMM-STDERR-END\nKEEL-VMM-STATUS=0\nKEEL-STEP-1-END\n\
+            KEEL-STEP-2-BEGIN\nKEEL-SH-STATUS=3\nKEEL-SH-STDOUT-BEGIN\n\nKEEL-SH-STDOUT-END\n\
+            KEEL-STEP-2-END\n";
+        let out = parse_session_output(text, &steps).unwrap();
+        assert_eq!(out.sh.len(), 2);
+        assert_eq!(out.sh[0].value("SUM").as_deref(), Some("abc"));
+        assert_eq!(out.sh[1].status, 3);
+        assert_eq!(out.vms.len(), 1);
+        assert_eq!(out.vms[0].value("X").as_deref(), Some("1"));
+        assert!(parse_session_output("KEEL-STEP-0-BEGIN\n", &steps).is_err());
+    }
+
+    #[test]
+    fn native_session_steps_share_the_working_directory() {
+        let work = WorkDir::new().unwrap();
+        let src = work.0.join("src.txt");
+        std::fs::write(&src, "hello").unwrap();
+        let session = Session::new()
+            .file(&src, "a.txt")
+            .sh("cat a.txt > b.txt; echo OK=1")
+            .sh("echo B=$(cat b.txt); exit 4");
+        let out = session.run_native(Path::new("/nonexistent")).unwrap();
+        assert_eq!(out.sh[0].value("OK").as_deref(), Some("1"));
+        assert_eq!(out.sh[1].value("B").as_deref(), Some("hello"));
+        assert_eq!(out.sh[1].status, 4);
+        let (script, _) = Session::new()
+            .sh("echo 'it''s'")
+            .vm(LinuxVm::new().arg("--disk").arg("path=a.txt"))
+            .rig_script();
+        let status = Command::new("sh")
+            .args(["-n", "-c", &script])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}");
     }
 
     #[test]
