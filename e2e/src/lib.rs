@@ -765,6 +765,166 @@ pub fn run_keel_vmm(args: &[&str]) -> VmOutput {
     run_native(&args, None, Duration::from_secs(60)).expect("running keel-vmm")
 }
 
+/// What a [`LinuxVm::run_with_driver`] run gave: keel-vmm's output and the
+/// driver's (stdout and stderr together).
+#[derive(Clone, Debug)]
+pub struct DrivenOutput {
+    pub vm: VmOutput,
+    pub driver: String,
+}
+
+impl DrivenOutput {
+    /// The value the driver printed as `NAME=value` on a line of its own.
+    pub fn value(&self, name: &str) -> Option<String> {
+        let prefix = format!("{name}=");
+        self.driver
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix(&prefix).map(|v| v.trim().to_string()))
+    }
+
+    /// Everything, for assertion messages.
+    pub fn dump(&self) -> String {
+        format!("{}\n--- driver ---\n{}", self.vm.dump(), self.driver)
+    }
+}
+
+/// The `sh` script that runs keel-vmm and, beside it, `driver`; files go
+/// in `$d` (set before). The driver sees `$pid` (keel-vmm's) and `$out`
+/// (the console, as it arrives). When keel-vmm ends, the driver gets 5 s
+/// to finish.
+fn driven_script(args: &[String], timeout: Duration, driver: &str) -> String {
+    let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+    format!(
+        "echo KEEL-L1-START=$(date +%s)\n\
+         keel-vmm {args} >\"$d/vm.out\" 2>\"$d/vm.err\" &\n\
+         pid=$!\n\
+         out=\"$d/vm.out\"\n\
+         ( sleep {secs}; : >\"$d/timed-out\"; kill -KILL $pid ) >/dev/null 2>&1 &\n\
+         watchdog=$!\n\
+         ( {driver}\n) >\"$d/driver.out\" 2>&1 </dev/null &\n\
+         driver=$!\n\
+         wait $pid\n\
+         status=$?\n\
+         kill $watchdog 2>/dev/null\n\
+         [ -e \"$d/timed-out\" ] && echo KEEL-VMM-TIMEOUT\n\
+         i=0; while kill -0 $driver 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done\n\
+         kill $driver 2>/dev/null\n\
+         echo KEEL-L1-END=$(date +%s)\n\
+         echo KEEL-VMM-STDOUT-BEGIN; cat \"$d/vm.out\"; echo; echo KEEL-VMM-STDOUT-END\n\
+         echo KEEL-VMM-STDERR-BEGIN; cat \"$d/vm.err\"; echo; echo KEEL-VMM-STDERR-END\n\
+         echo KEEL-VMM-DRIVER-BEGIN; cat \"$d/driver.out\"; echo; echo KEEL-VMM-DRIVER-END\n\
+         echo KEEL-VMM-STATUS=$status\n",
+        args = args.join(" "),
+        secs = timeout.as_secs(),
+    )
+}
+
+fn parse_driven_output(text: &str) -> Result<DrivenOutput> {
+    let vm = parse_rig_output(text)?;
+    let driver = section(text, "DRIVER").unwrap_or_default().to_string();
+    Ok(DrivenOutput { vm, driver })
+}
+
+impl LinuxVm {
+    /// Boots the guest and runs the `sh` script `driver` beside keel-vmm
+    /// while it runs (in L1 in the rig), e.g. to talk to its control socket
+    /// or watch its memory. The driver sees `$pid` (keel-vmm's pid), `$out`
+    /// (the console file, growing) and `$d` (a scratch directory, also
+    /// keel-vmm's working directory in the rig: give it relative socket
+    /// paths), and finds `tools` (host executables) on its `PATH` by their
+    /// file names. `None` when the test was skipped.
+    pub fn run_with_driver(&self, driver: &str, tools: &[&Path]) -> Option<DrivenOutput> {
+        let runner = linux_runner()?;
+        let guest = xtask::guest::build().expect("building the test guest");
+        let out = match runner {
+            Runner::Native => {
+                let dir = guest.vmlinuz.parent().expect("guest dir").to_path_buf();
+                self.run_driven_native(&dir, driver, tools)
+            }
+            Runner::Rig => self.run_driven_rig(driver, tools),
+        };
+        Some(out.expect("running keel-vmm with a driver"))
+    }
+
+    fn run_driven_rig(&self, driver: &str, tools: &[&Path]) -> Result<DrivenOutput> {
+        let mut files = Vec::new();
+        for tool in tools {
+            let name = tool.file_name().context("a tool without a file name")?;
+            files.push((
+                tool.to_path_buf(),
+                format!("/usr/bin/{}", name.to_string_lossy()),
+            ));
+        }
+        let opts = RigOptions {
+            timeout: self.timeout + Duration::from_secs(180),
+            memory_mib: self.rig_memory_mib,
+            keel_vmm: Some(keel_vmm().to_path_buf()),
+            files,
+            echo: std::env::var_os("KEEL_RIG_ECHO").is_some(),
+            ..RigOptions::default()
+        };
+        let script = format!(
+            "d=/tmp/keel-driven; mkdir -p $d && cd $d || exit 1\n{}",
+            driven_script(&self.args(Path::new("/guest")), self.timeout, driver)
+        );
+        let out = rig::run(&opts, &script)?;
+        if out.status != 0 {
+            bail!(
+                "The rig's script failed ({}):\n{}",
+                out.status,
+                rig::tail(&out.output, 40)
+            );
+        }
+        parse_driven_output(&out.output)
+    }
+
+    fn run_driven_native(
+        &self,
+        guest_dir: &Path,
+        driver: &str,
+        tools: &[&Path],
+    ) -> Result<DrivenOutput> {
+        let dir = std::env::temp_dir().join(format!(
+            "keel-driven-{}-{}",
+            std::process::id(),
+            now_nanos()
+        ));
+        std::fs::create_dir_all(dir.join("bin"))
+            .with_context(|| format!("Creating {}", dir.display()))?;
+        let mut links: Vec<&Path> = tools.to_vec();
+        links.push(keel_vmm());
+        for tool in links {
+            let name = tool.file_name().context("a tool without a file name")?;
+            std::os::unix::fs::symlink(tool, dir.join("bin").join(name))
+                .with_context(|| format!("Linking {}", tool.display()))?;
+        }
+        let script = driven_script(&self.args(guest_dir), self.timeout, driver);
+        let path = format!(
+            "{}:{}",
+            dir.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let output = Command::new("sh")
+            .args(["-c", &script])
+            .env("PATH", path)
+            .env("d", &dir)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .context("Running sh")?;
+        let _ = std::fs::remove_dir_all(&dir);
+        parse_driven_output(&rig::normalize(&output.stdout))
+    }
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -882,5 +1042,44 @@ mod tests {
         let out = run_program(Path::new("sh"), &args, None, Duration::from_millis(300)).unwrap();
         assert!(out.timed_out);
         assert_eq!(out.status, None);
+    }
+
+    #[test]
+    fn driver_runs_beside_keel_vmm_and_sees_its_console() {
+        // A stand-in keel-vmm on PATH: the script's process handling.
+        let dir = std::env::temp_dir().join(format!("keel-driven-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("keel-vmm");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho \"ARGS=$*\"; echo CONSOLE-READY; sleep 1; echo oops >&2; exit 7\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let driver = "while ! grep -q CONSOLE-READY \"$out\"; do sleep 0.05; done\n\
+                      kill -0 $pid && echo ALIVE=1\necho \"IT'S=ok\"";
+        let args = vec!["--api-socket".to_string(), "it's.sock".to_string()];
+        let script = driven_script(&args, Duration::from_secs(20), driver);
+        let output = Command::new("sh")
+            .args(["-c", &script])
+            .env(
+                "PATH",
+                format!("{}:{}", dir.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("d", &dir)
+            .output()
+            .unwrap();
+        let out = parse_driven_output(&rig::normalize(&output.stdout)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(out.vm.status, Some(7), "{}", out.dump());
+        assert_eq!(
+            out.vm.value("ARGS").as_deref(),
+            Some("--api-socket it's.sock")
+        );
+        assert_eq!(out.vm.stderr, "oops\n");
+        assert_eq!(out.value("ALIVE").as_deref(), Some("1"), "{}", out.dump());
+        assert_eq!(out.value("IT'S").as_deref(), Some("ok"), "{}", out.dump());
     }
 }

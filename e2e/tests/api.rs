@@ -283,3 +283,77 @@ fn bad_socket_paths_are_bad_input() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The command-line client, brought into L1 for the rig tests.
+fn api_client() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_keel-api-client"))
+}
+
+/// The guest prints a counter; the driver pauses it, checks the counter
+/// stands still, resumes it, checks it moves, and powers it off.
+const COUNTER: &str = "i=0; while :; do echo TICK=$i; i=$((i+1)); sleep 0.2; done";
+
+const PAUSE_DRIVER: &str = r#"
+c=keel-api-client; s=api.sock
+ticks() { grep -c '^TICK=' "$out"; }
+$c $s wait || exit 1
+n=0; until grep -q '^TICK=5' "$out"; do sleep 0.2; n=$((n+1)); [ $n -lt 600 ] || { echo NO_TICKS; exit 1; }; done
+echo STATUS_RUNNING=$($c $s status)
+$c $s pause && echo PAUSED=1
+sleep 1
+echo TICKS_A=$(ticks)
+sleep 4
+echo TICKS_B=$(ticks)
+echo STATUS_PAUSED=$($c $s status)
+$c $s resume && echo RESUMED=1
+sleep 4
+echo TICKS_C=$(ticks)
+echo BUTTON=$($c $s power-button)
+"#;
+
+#[test]
+fn paused_linux_guest_stops_and_resumes_and_the_power_button_powers_it_off() {
+    let Some(out) = e2e::LinuxVm::new()
+        .cpus(2)
+        .cmd(COUNTER)
+        .arg("--api-socket")
+        .arg("api.sock")
+        .run_with_driver(PAUSE_DRIVER, &[api_client()])
+    else {
+        return;
+    };
+    let num = |name: &str| -> u64 {
+        out.value(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}: {}", out.dump()))
+    };
+    assert_eq!(out.value("PAUSED").as_deref(), Some("1"), "{}", out.dump());
+    let (a, b, c) = (num("TICKS_A"), num("TICKS_B"), num("TICKS_C"));
+    assert!(a >= 6, "{}", out.dump());
+    assert_eq!(a, b, "the counter moved while paused: {}", out.dump());
+    assert!(
+        c > b,
+        "the counter did not move after resume: {}",
+        out.dump()
+    );
+    let running = out.value("STATUS_RUNNING").unwrap_or_default();
+    assert!(
+        running.contains("\"state\":\"running\"") && running.contains("\"vcpus\":2"),
+        "{}",
+        out.dump()
+    );
+    let paused = out.value("STATUS_PAUSED").unwrap_or_default();
+    assert!(paused.contains("\"state\":\"paused\""), "{}", out.dump());
+    assert_eq!(
+        out.value("BUTTON").as_deref(),
+        Some("\"done\""),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(out.vm.status, Some(0), "{}", out.dump());
+    assert!(
+        out.vm.stderr.contains("guest powered off"),
+        "{}",
+        out.dump()
+    );
+}
