@@ -13,7 +13,9 @@ use clap::Parser;
 use vmm::config::{self, SerialConfig, VmConfig};
 use vmm::device_manager::balloon::BalloonOptions;
 use vmm::device_manager::block::DiskConfig;
+use vmm::device_manager::console::ConsolePortConfig;
 use vmm::device_manager::net::NetConfig;
+use vmm::device_manager::vsock::VsockConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,6 +65,16 @@ struct Args {
     /// The MAC defaults to 02:6b:65 plus a hash of the TAP's name.
     #[arg(long = "net", value_name = "SPEC")]
     nets: Vec<NetConfig>,
+    /// Add a named virtio-console port on a Unix socket (repeatable):
+    /// name=NAME,socket=PATH[,console=on]. The guest sees /dev/vportNpM named
+    /// NAME (/dev/virtio-ports/NAME with udev); one host client at a time.
+    #[arg(long = "console-port", value_name = "SPEC")]
+    console_ports: Vec<ConsolePortConfig>,
+    /// Add a virtio-vsock device: cid=N,socket=PATH (N >= 3). Host programs
+    /// connect to PATH and send the line "CONNECT <port>"; the guest's connections
+    /// to the host (CID 2) port P go to the Unix socket PATH_P.
+    #[arg(long, value_name = "SPEC")]
+    vsock: Option<VsockConfig>,
     /// Add a virtio-balloon device, driven over the control socket:
     /// [size=SIZE][,stats=on|off][,deflate_on_oom=on|off][,free_page_reporting=on|off]
     /// (defaults: size=0, stats=on, the others off).
@@ -107,6 +119,8 @@ fn main() -> ExitCode {
         rng: args.rng,
         disks: args.disks,
         nets: args.nets,
+        console_ports: args.console_ports,
+        vsock: args.vsock,
         api_socket: args.api_socket,
         balloon: args.balloon,
     };

@@ -201,6 +201,10 @@ pub struct VmConfig {
     pub disks: Vec<crate::device_manager::block::DiskConfig>,
     /// virtio-net NICs on TAPs, in PCI order.
     pub nets: Vec<crate::device_manager::net::NetConfig>,
+    /// Named virtio-console ports, each on a Unix socket (`--console-port`).
+    pub console_ports: Vec<crate::device_manager::console::ConsolePortConfig>,
+    /// A virtio-vsock device (`--vsock`).
+    pub vsock: Option<crate::device_manager::vsock::VsockConfig>,
 }
 
 impl VmConfig {
@@ -220,6 +224,8 @@ impl VmConfig {
             balloon: None,
             disks: Vec::new(),
             nets: Vec::new(),
+            console_ports: Vec::new(),
+            vsock: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The virtio-console device: identity, configuration, lifecycle.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
 
@@ -51,10 +52,18 @@ pub struct Console {
     summary: String,
 }
 
-impl Console {
+/// The host side of a console's ports, checked and bound once per VMM
+/// process: the sockets stay across guest reboots (their clients do not).
+#[derive(Debug)]
+pub struct ConsoleSockets {
+    ports: Vec<(PortSpec, u32, Arc<SocketListener>)>,
+    max_nr_ports: u32,
+}
+
+impl ConsoleSockets {
     /// Checks `specs` and binds every port's socket. A port with
     /// `console: true` is port 0; the others are ports 1, 2, … in order.
-    pub fn new(specs: &[PortSpec]) -> Result<Self, ConsoleError> {
+    pub fn bind(specs: &[PortSpec]) -> Result<Self, ConsoleError> {
         if specs.is_empty() {
             return Err(ConsoleError::NoPorts);
         }
@@ -94,10 +103,25 @@ impl Console {
                     name: s.name.clone(),
                     source,
                 })?;
-            ports.push(Port::new(id, s, listener));
+            ports.push((s.clone(), id, Arc::new(listener)));
         }
-        // Port 0 always exists in the queue layout, used or not.
-        let max_nr_ports = named as u32 + 1;
+        Ok(Self {
+            ports,
+            // Port 0 always exists in the queue layout, used or not.
+            max_nr_ports: named as u32 + 1,
+        })
+    }
+}
+
+impl Console {
+    /// A console over `sockets` (bound by [`ConsoleSockets::bind`]).
+    pub fn new(sockets: &ConsoleSockets) -> Self {
+        let ports: Vec<Port> = sockets
+            .ports
+            .iter()
+            .map(|(spec, id, listener)| Port::new(*id, spec, listener.clone()))
+            .collect();
+        let max_nr_ports = sockets.max_nr_ports;
         let mut queue_sizes = vec![PORT_QUEUE_SIZE, PORT_QUEUE_SIZE];
         queue_sizes.extend([CONTROL_QUEUE_SIZE, CONTROL_QUEUE_SIZE]);
         for _ in 1..max_nr_ports {
@@ -117,13 +141,19 @@ impl Console {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        Ok(Self {
+        Self {
             ports: Some(ports),
             worker: None,
             queue_sizes,
             config,
             summary,
-        })
+        }
+    }
+
+    /// Binds `specs`' sockets and makes a console of them (the sockets go
+    /// with the device).
+    pub fn bind(specs: &[PortSpec]) -> Result<Self, ConsoleError> {
+        Ok(Self::new(&ConsoleSockets::bind(specs)?))
     }
 }
 

@@ -25,7 +25,9 @@ mod worker;
 pub use control::{
     parse_driver_message, ControlError, ControlHeader, DeviceMessage, DriverMessage,
 };
-pub use device::{Console, ConsoleError, CONTROL_QUEUE_SIZE, MAX_PORTS, PORT_QUEUE_SIZE};
+pub use device::{
+    Console, ConsoleError, ConsoleSockets, CONTROL_QUEUE_SIZE, MAX_PORTS, PORT_QUEUE_SIZE,
+};
 pub use port::{
     check_port_name, queue_role, rx_queue, tx_queue, PortSpec, QueueRole, MAX_NAME_LEN,
 };

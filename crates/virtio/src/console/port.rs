@@ -3,6 +3,7 @@
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::unix::SocketListener;
 
@@ -79,7 +80,7 @@ pub(crate) struct Port {
     pub id: u32,
     pub name: String,
     pub console: bool,
-    pub listener: SocketListener,
+    pub listener: Arc<SocketListener>,
     /// The connected host client, if any.
     pub client: Option<UnixStream>,
     /// The listener is in the worker's epoll (no client connected).
@@ -101,7 +102,7 @@ pub(crate) struct Port {
 }
 
 impl Port {
-    pub fn new(id: u32, spec: &PortSpec, listener: SocketListener) -> Self {
+    pub fn new(id: u32, spec: &PortSpec, listener: Arc<SocketListener>) -> Self {
         Self {
             id,
             name: spec.name.clone(),

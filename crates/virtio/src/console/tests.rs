@@ -67,12 +67,21 @@ impl Rig {
     /// Plugs a console with `specs`, negotiates `features` and sets every
     /// queue up; gives the control receive queue `ctrl_bufs` buffers.
     fn new(specs: &[PortSpec], features: u64, ctrl_bufs: usize) -> Self {
-        let d = TestDriver::new(Box::new(Console::new(specs).unwrap()));
+        let d = TestDriver::new(Box::new(Console::bind(specs).unwrap()));
         let mut r = Rig {
             s: StreamDriver::new(d),
             queues: 0,
         };
         r.init(features, ctrl_bufs);
+        r
+    }
+
+    fn from_device(console: Console) -> Self {
+        let mut r = Rig {
+            s: StreamDriver::new(TestDriver::new(Box::new(console))),
+            queues: 0,
+        };
+        r.init(VERSION_1 | F_MULTIPORT, 8);
         r
     }
 
@@ -424,7 +433,7 @@ fn reset_keeps_the_client_and_a_new_driver_sees_it() {
 fn single_port_driver_uses_port_zero() {
     let dir = TempDir::new("single");
     let specs = [spec(&dir, "con", true)];
-    let d = TestDriver::new(Box::new(Console::new(&specs).unwrap()));
+    let d = TestDriver::new(Box::new(Console::bind(&specs).unwrap()));
     let mut s = StreamDriver::new(d);
     s.d.enable_msix();
     s.d.init(VERSION_1).unwrap();
@@ -442,7 +451,7 @@ fn single_port_driver_uses_port_zero() {
 #[test]
 fn bad_port_lists_are_refused() {
     let dir = TempDir::new("badspecs");
-    let err = |specs: &[PortSpec]| Console::new(specs).err().unwrap();
+    let err = |specs: &[PortSpec]| Console::bind(specs).err().unwrap();
     assert!(matches!(err(&[]), ConsoleError::NoPorts));
     let a = spec(&dir, "a", false);
     let mut same_name = spec(&dir, "b", false);
@@ -472,11 +481,32 @@ fn bad_port_lists_are_refused() {
     missing.socket = dir.path("no/such/dir/s.sock");
     assert!(matches!(err(&[missing]), ConsoleError::Socket { .. }));
     // A live socket is not stolen; the first device's socket stays usable.
-    let first = Console::new(std::slice::from_ref(&a)).unwrap();
+    let first = Console::bind(std::slice::from_ref(&a)).unwrap();
     assert!(matches!(
         err(std::slice::from_ref(&a)),
         ConsoleError::Socket { .. }
     ));
     drop(first);
     assert!(!a.socket.exists(), "socket removed with the device");
+}
+
+#[test]
+fn sockets_outlive_the_device_across_reboots() {
+    let dir = TempDir::new("reboot");
+    let specs = [spec(&dir, "agent", false)];
+    let sockets = ConsoleSockets::bind(&specs).unwrap();
+    let first = Rig::from_device(Console::new(&sockets));
+    drop(first);
+    assert!(specs[0].socket.exists(), "the socket stays between boots");
+    // A client that connects between two boots waits for the next device.
+    let mut host = connect(&specs[0].socket);
+    let mut r = Rig::from_device(Console::new(&sockets));
+    let rest = r.handshake(1);
+    assert!(rest.contains(&(1, PORT_OPEN, 1, String::new())), "{rest:?}");
+    r.ctrl(1, PORT_OPEN, 1);
+    r.s.send(tx_queue(1) as u16, b"next boot");
+    assert_eq!(read_exactly(&mut host, 9), b"next boot");
+    drop(r);
+    drop(sockets);
+    assert!(!specs[0].socket.exists());
 }

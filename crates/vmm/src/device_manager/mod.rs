@@ -6,7 +6,9 @@
 
 pub mod balloon;
 pub mod block;
+pub mod console;
 pub mod net;
+pub mod vsock;
 
 use std::sync::{Arc, Mutex};
 
@@ -40,6 +42,8 @@ pub enum DeviceError {
     },
     #[error("Cannot create the virtio-balloon device")]
     Balloon(#[source] virtio::balloon::BalloonError),
+    #[error("Cannot create the virtio-vsock device")]
+    Vsock(#[source] virtio::vsock::VsockError),
     #[error("Cannot create the virtio-blk device of disk {index}")]
     Block {
         index: usize,
@@ -56,6 +60,10 @@ pub enum BackendError {
     Disk(#[from] block::DiskError),
     #[error(transparent)]
     Net(#[from] net::NetError),
+    #[error(transparent)]
+    Console(#[from] virtio::console::ConsoleError),
+    #[error(transparent)]
+    Vsock(#[from] virtio::vsock::VsockError),
 }
 
 /// Host resources opened once per VMM process, before the first boot, and
@@ -67,6 +75,10 @@ pub struct Backends {
     /// One per `config.nets`, in order: the TAPs (a TAP keel-vmm created
     /// lives as long as the process).
     pub nets: Vec<net::OpenNet>,
+    /// The console ports' sockets (their clients do not outlive a boot).
+    pub console: Option<virtio::console::ConsoleSockets>,
+    /// The vsock device's listening socket.
+    pub vsock: Option<Arc<virtio::unix::SocketListener>>,
 }
 
 impl Backends {
@@ -75,6 +87,8 @@ impl Backends {
         Ok(Backends {
             disks: block::open_disks(&config.disks)?,
             nets: net::open_nets(&config.nets)?,
+            console: console::bind_console_ports(&config.console_ports)?,
+            vsock: vsock::bind_vsock(config.vsock.as_ref())?,
         })
     }
 }
@@ -120,6 +134,13 @@ impl DeviceManager {
         }
         for open in &ctx.backends.nets {
             self.add_virtio(Box::new(net::net_device(open)), ctx)?;
+        }
+        if let Some(sockets) = &ctx.backends.console {
+            self.add_virtio(Box::new(console::console_device(sockets)), ctx)?;
+        }
+        if let (Some(cfg), Some(listener)) = (&config.vsock, &ctx.backends.vsock) {
+            let dev = vsock::vsock_device(cfg, listener).map_err(DeviceError::Vsock)?;
+            self.add_virtio(Box::new(dev), ctx)?;
         }
         // Last of all: the balloon.
         if let Some(opts) = &config.balloon {
