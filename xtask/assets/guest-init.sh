@@ -29,6 +29,25 @@ while read -r mod; do
     fi
 done </etc/keel-modules
 
+# Named virtio-console ports as udev links them: /dev/virtio-ports/NAME.
+# Names arrive a moment after the module loads: wait up to 3 s for them.
+if [ -n "$(ls /sys/bus/virtio/drivers/virtio_console 2>/dev/null | grep virtio)" ]; then
+    i=0
+    while [ $i -lt 30 ]; do
+        n=0 named=0
+        for p in /sys/class/virtio-ports/vport*; do
+            [ -e "$p" ] && n=$((n + 1)) && [ -f "$p/name" ] && named=$((named + 1))
+        done
+        [ $n -gt 0 ] && [ $n = $named ] && break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    mkdir -p /dev/virtio-ports
+    for p in /sys/class/virtio-ports/vport*; do
+        [ -f "$p/name" ] && ln -sf "../${p##*/}" "/dev/virtio-ports/$(cat "$p/name")"
+    done
+fi
+
 # The ACPI power button (button.ko → KEY_POWER on /dev/input/event*) powers
 # the guest off: busybox acpid runs /etc/acpi/PWRF/00000080.
 acpid -c /etc/acpi -l /tmp/acpid.log 2>/dev/null ||
