@@ -212,11 +212,66 @@ fn deb_path(dir: &Path, p: &DebPackage) -> PathBuf {
         .join(format!("{}_{}.deb", p.name, p.version.replace(':', "%3a")))
 }
 
+/// Downloads the packages not yet unpacked, all with one `apt-get download`.
 fn download_all(dir: &Path, packages: &[DebPackage]) -> Result<()> {
-    packages
+    let wanted: Vec<&DebPackage> = packages
         .iter()
         .filter(|p| !is_unpacked(dir, p))
-        .try_for_each(|p| download(dir, p))
+        .filter(|p| {
+            let dest = deb_path(dir, p);
+            !(dest.exists() && sha256_file(&dest).ok().as_deref() == Some(p.sha256.as_str()))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let tmp = dir.join(format!("download.{}", unique()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).with_context(|| format!("Creating {}", tmp.display()))?;
+    let result = download_into(dir, &tmp, &wanted);
+    let _ = fs::remove_dir_all(&tmp);
+    let names: Vec<&str> = wanted.iter().map(|p| p.name.as_str()).collect();
+    result.with_context(|| format!("Downloading {}", names.join(" ")))
+}
+
+fn download_into(dir: &Path, tmp: &Path, wanted: &[&DebPackage]) -> Result<()> {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["download", "-q"]).current_dir(tmp);
+    if is_root() {
+        // apt's sandbox user cannot write into a root-owned cache.
+        cmd.args(["-o", "APT::Sandbox::User=root"]);
+    }
+    cmd.args(wanted.iter().map(|p| format!("{}={}", p.name, p.version)));
+    run_captured(&mut cmd)?;
+    // Match the files to the packages by checksum.
+    let mut by_sum = std::collections::HashMap::new();
+    for entry in fs::read_dir(tmp)?.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "deb") {
+            by_sum.insert(sha256_file(&path)?, path);
+        }
+    }
+    fs::create_dir_all(dir.join("debs"))?;
+    for p in wanted {
+        let Some(deb) = by_sum.get(&p.sha256) else {
+            bail!(
+                "{} {}: apt-get download left no .deb with the sha256 the index lists ({})",
+                p.name,
+                p.version,
+                p.sha256
+            );
+        };
+        let dest = deb_path(dir, p);
+        fs::rename(deb, &dest).with_context(|| format!("Storing {}", dest.display()))?;
+    }
+    Ok(())
+}
+
+/// A name part unique to this process and call (tests run in threads).
+fn unique() -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
 }
 
 fn unpack_dir(dir: &Path, p: &DebPackage) -> PathBuf {
@@ -232,49 +287,12 @@ fn is_unpacked(dir: &Path, p: &DebPackage) -> bool {
         == Some(p.sha256.as_str())
 }
 
-fn download(dir: &Path, p: &DebPackage) -> Result<()> {
-    let dest = deb_path(dir, p);
-    if dest.exists() && sha256_file(&dest)? == p.sha256 {
-        return Ok(());
-    }
-    let tmp = dir.join(format!("download.{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).with_context(|| format!("Creating {}", tmp.display()))?;
-    let result = (|| -> Result<()> {
-        let mut cmd = Command::new("apt-get");
-        cmd.arg("download").current_dir(&tmp);
-        if is_root() {
-            // apt's sandbox user cannot write into a root-owned cache.
-            cmd.args(["-o", "APT::Sandbox::User=root"]);
-        }
-        run_captured(cmd.arg(format!("{}={}", p.name, p.version)))?;
-        let deb = fs::read_dir(&tmp)?
-            .flatten()
-            .map(|e| e.path())
-            .find(|path| path.extension().is_some_and(|e| e == "deb"))
-            .with_context(|| format!("apt-get download left no .deb for {}", p.name))?;
-        let sum = sha256_file(&deb)?;
-        if sum != p.sha256 {
-            bail!(
-                "{}: downloaded .deb has sha256 {sum}, expected {}",
-                p.name,
-                p.sha256
-            );
-        }
-        fs::create_dir_all(dest.parent().unwrap_or(dir))?;
-        fs::rename(&deb, &dest).with_context(|| format!("Storing {}", dest.display()))?;
-        Ok(())
-    })();
-    let _ = fs::remove_dir_all(&tmp);
-    result.with_context(|| format!("Downloading {} {}", p.name, p.version))
-}
-
 fn unpack(dir: &Path, package: DebPackage) -> Result<Unpacked> {
     let root = unpack_dir(dir, &package);
     if is_unpacked(dir, &package) {
         return Ok(Unpacked { package, root });
     }
-    let tmp = root.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = root.with_extension(format!("tmp{}", unique()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).with_context(|| format!("Creating {}", tmp.display()))?;
     run_captured(

@@ -6,8 +6,16 @@
 //! Output, in `<cache>/guest/`: `vmlinuz` (the stock bzImage), `vmlinux`
 //! (the ELF inside it, with its PVH note), `initramfs.cpio.gz` and
 //! `manifest.txt` (the inputs: package names, versions, sha256).
+//!
+//! Besides busybox, the initramfs carries programs from Debian packages
+//! with their shared libraries ([`GUEST_TOOLS`]: mkfs.ext4, e2fsck, ip,
+//! socat, iperf3; see [`crate::tools`]). Benchmark tools whose libraries
+//! are big ([`BENCH_TOOLS`]: fio, about 90 MB with Ceph, Gluster and ICU)
+//! go into a second archive, built on demand by [`bench_initramfs`] and
+//! concatenated after the first one into `initramfs-bench.cpio.gz` (Linux
+//! unpacks concatenated archives in order).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,10 +30,11 @@ use crate::cpio::CpioWriter;
 use crate::host;
 use crate::kernel;
 use crate::paths;
+use crate::tools::{self, Bundle, Root, ToolSet};
 use crate::util::{run_captured, sha256_hex, write_atomic, FileLock};
 
 /// Bump when the builder's output changes for the same inputs.
-const BUILDER_VERSION: u32 = 1;
+const BUILDER_VERSION: u32 = 2;
 
 const GUEST_INIT: &str = include_str!("../assets/guest-init.sh");
 const POWER_BUTTON: &str = include_str!("../assets/power-button.sh");
@@ -37,7 +46,144 @@ pub const KERNEL_SPEC: Spec = Spec::DependencyOf {
     meta: "linux-image-cloud-amd64",
     prefix: "linux-image-",
 };
-pub const BUSYBOX_SPEC: Spec = Spec::Package("busybox-static");
+/// Debian's dynamically linked busybox, not `busybox-static`: the static
+/// build's `sh` runs its own applets before it searches `$PATH`, so
+/// iproute2's `ip` would lose to busybox's (which has no `ip tuntap`).
+/// `/bin/sh` is busybox; /init runs `busybox --install -s`, which leaves
+/// the Debian programs in place.
+pub const BUSYBOX: ToolSet = ToolSet {
+    name: "busybox",
+    packages: &["busybox"],
+    files: &["bin/busybox"],
+};
+
+/// The C runtime (the loader, libc, libm, libresolv, …) that every tool's
+/// programs load.
+pub const C_RUNTIME: ToolSet = ToolSet {
+    name: "c-runtime",
+    packages: &["libc6"],
+    files: &[],
+};
+pub const E2FSPROGS: ToolSet = ToolSet {
+    name: "e2fsprogs",
+    packages: &[
+        "e2fsprogs",
+        "libext2fs2",
+        "libcom-err2",
+        "libblkid1",
+        "libuuid1",
+    ],
+    files: &[
+        "sbin/mkfs.ext4",
+        "sbin/mke2fs",
+        "sbin/e2fsck",
+        "sbin/fsck.ext4",
+        "sbin/tune2fs",
+        "sbin/dumpe2fs",
+        "etc/mke2fs.conf",
+    ],
+};
+/// iproute2's `ip` (busybox's has no `ip tuntap`).
+pub const IPROUTE2: ToolSet = ToolSet {
+    name: "iproute2",
+    packages: &[
+        "iproute2", "libbpf1", "libelf1", "libmnl0", "libbsd0", "libmd0", "libcap2", "zlib1g",
+    ],
+    files: &["bin/ip", "sbin/ip", "sbin/bridge"],
+};
+/// socat, with AF_VSOCK support (`VSOCK-LISTEN:`, `VSOCK-CONNECT:`).
+pub const SOCAT: ToolSet = ToolSet {
+    name: "socat",
+    packages: &[
+        "socat",
+        "libssl3",
+        "libwrap0",
+        "libnsl2",
+        "libtirpc3",
+        "libgssapi-krb5-2",
+        "libkrb5-3",
+        "libk5crypto3",
+        "libkrb5support0",
+        "libkeyutils1",
+        "libcom-err2",
+    ],
+    files: &["usr/bin/socat"],
+};
+pub const IPERF3: ToolSet = ToolSet {
+    name: "iperf3",
+    packages: &["iperf3", "libiperf0", "libsctp1", "libssl3"],
+    files: &["usr/bin/iperf3"],
+};
+/// fio: Debian links it against every I/O engine's library (Ceph RBD and
+/// RADOS, GlusterFS, RDMA, NBD, PMEM), so its closure is about 90 MB.
+pub const FIO: ToolSet = ToolSet {
+    name: "fio",
+    packages: &[
+        "fio",
+        "libaio1",
+        "libnuma1",
+        "zlib1g",
+        "libgfapi0",
+        "libgfrpc0",
+        "libgfxdr0",
+        "libglusterfs0",
+        "libnbd0",
+        "libibverbs1",
+        "librdmacm1",
+        "librados2",
+        "librbd1",
+        "libpmem1",
+        "libpmemblk1",
+        "libndctl6",
+        "libdaxctl1",
+        "libkmod2",
+        "libudev1",
+        "libnl-3-200",
+        "libnl-route-3-200",
+        "libacl1",
+        "libargon2-1",
+        "libblkid1",
+        "libuuid1",
+        "libboost-iostreams1.74.0",
+        "libboost-thread1.74.0",
+        "libbz2-1.0",
+        "liblzma5",
+        "libzstd1",
+        "libcryptsetup12",
+        "libdevmapper1.02.1",
+        "libselinux1",
+        "libpcre2-8-0",
+        "libffi8",
+        "libfmt9",
+        "libgcc-s1",
+        "libstdc++6",
+        "libgnutls30",
+        "libgmp10",
+        "libhogweed6",
+        "libnettle8",
+        "libidn2-0",
+        "libunistring2",
+        "libp11-kit0",
+        "libtasn1-6",
+        "libicu72",
+        "libxml2",
+        "libjson-c5",
+        "libssl3",
+        "libtirpc3",
+        "libgssapi-krb5-2",
+        "libkrb5-3",
+        "libk5crypto3",
+        "libkrb5support0",
+        "libkeyutils1",
+        "libcom-err2",
+    ],
+    files: &["usr/bin/fio"],
+};
+
+/// Programs in every test guest's initramfs.
+pub const GUEST_TOOLS: &[ToolSet] = &[C_RUNTIME, BUSYBOX, E2FSPROGS, IPROUTE2, SOCAT, IPERF3];
+/// Programs in the benchmark archive ([`bench_initramfs`]).
+pub const BENCH_TOOLS: &[ToolSet] = &[FIO];
 
 /// Modules loaded by the guest's /init, in dependency order (the package
 /// has no modules.dep). `button` + `evdev` give the ACPI power button as
@@ -114,8 +260,10 @@ pub fn build() -> Result<Guest> {
 /// Builds (or reuses) the guest in `<cache>/guest/`.
 pub fn build_in(cache: &Path) -> Result<Guest> {
     let _lock = FileLock::acquire(&cache.join(".guest.lock"))?;
-    let unpacked = apt::fetch(cache, &[KERNEL_SPEC, BUSYBOX_SPEC])?;
-    let (kernel_pkg, busybox_pkg) = (&unpacked[0], &unpacked[1]);
+    let mut specs = vec![KERNEL_SPEC];
+    specs.extend(tool_specs(GUEST_TOOLS));
+    let unpacked = apt::fetch(cache, &specs)?;
+    let kernel_pkg = &unpacked[0];
     let kernel_release = kernel_release(&kernel_pkg.root)?;
     let dir = cache.join("guest");
     let guest = Guest {
@@ -126,7 +274,7 @@ pub fn build_in(cache: &Path) -> Result<Guest> {
         kernel_release: kernel_release.clone(),
         kernel_root: kernel_pkg.root.clone(),
     };
-    let manifest = manifest_text(&unpacked);
+    let manifest = manifest_text(&unpacked, GUEST_TOOLS);
     let fresh = fs::read_to_string(&guest.manifest).ok().as_deref() == Some(manifest.as_str())
         && [&guest.vmlinuz, &guest.vmlinux, &guest.initramfs]
             .iter()
@@ -148,12 +296,14 @@ pub fn build_in(cache: &Path) -> Result<Guest> {
         bail!("The extracted vmlinux has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)");
     }
     let cmos_toggle = assemble_static(&dir, "cmos-toggle", CMOS_TOGGLE)?;
-    let initramfs = initramfs(
-        &kernel_pkg.root,
-        &kernel_release,
-        &busybox_pkg.root,
-        &cmos_toggle,
-    )?;
+    let tools = tools::resolve(GUEST_TOOLS, &roots(&unpacked[1..]), &BTreeSet::new())
+        .context("Resolving the guest's tools")?;
+    let initramfs = initramfs(&kernel_pkg.root, &kernel_release, &cmos_toggle, &tools)?;
+    eprintln!(
+        "xtask: guest initramfs {:.1} MiB ({:.1} MiB of tools unpacked)",
+        initramfs.len() as f64 / MIB,
+        tools.size()? as f64 / MIB
+    );
     write_atomic(&guest.vmlinuz, &bz)?;
     write_atomic(&guest.vmlinux, &elf)?;
     write_atomic(&guest.initramfs, &initramfs)?;
@@ -161,15 +311,93 @@ pub fn build_in(cache: &Path) -> Result<Guest> {
     Ok(guest)
 }
 
-fn manifest_text(unpacked: &[Unpacked]) -> String {
-    let mut text = format!("# Keel test guest; builder version {BUILDER_VERSION}\n");
-    for u in unpacked {
-        let p = &u.package;
-        text.push_str(&format!(
-            "package {} {} sha256:{}\n",
-            p.name, p.version, p.sha256
-        ));
+/// Builds (or reuses) the benchmark initramfs in the default cache.
+pub fn bench_initramfs() -> Result<PathBuf> {
+    bench_initramfs_in(&paths::cache_dir()?)
+}
+
+/// Builds (or reuses) `<cache>/guest/initramfs-bench.cpio.gz`: the test
+/// guest's initramfs followed by a second archive with [`BENCH_TOOLS`] and
+/// the libraries they need that the first one lacks. Boot it in place of
+/// `initramfs.cpio.gz` (give the guest 1 GiB: it unpacks into RAM).
+pub fn bench_initramfs_in(cache: &Path) -> Result<PathBuf> {
+    let guest = build_in(cache)?;
+    let _lock = FileLock::acquire(&cache.join(".guest.lock"))?;
+    let all: Vec<ToolSet> = GUEST_TOOLS.iter().chain(BENCH_TOOLS).copied().collect();
+    let unpacked = apt::fetch(cache, &tool_specs(&all))?;
+    let dir = cache.join("guest");
+    let path = dir.join("initramfs-bench.cpio.gz");
+    let manifest_path = dir.join("manifest-bench.txt");
+    let base_manifest = fs::read_to_string(&guest.manifest)
+        .with_context(|| format!("Reading {}", guest.manifest.display()))?;
+    let manifest = format!(
+        "{base_manifest}# benchmark archive\n{}{}",
+        package_lines(&unpacked),
+        tools::manifest_lines(BENCH_TOOLS)
+    );
+    if path.exists() && fs::read_to_string(&manifest_path).ok().as_deref() == Some(&manifest) {
+        return Ok(path);
     }
+    eprintln!("xtask: building the benchmark initramfs");
+    let _ = fs::remove_file(&manifest_path);
+    let roots = roots(&unpacked);
+    let none = BTreeSet::new();
+    let base = tools::resolve(GUEST_TOOLS, &roots, &none)?;
+    let extra = tools::resolve(&all, &roots, &none)
+        .context("Resolving the benchmark tools")?
+        .minus(&base);
+    let mut out = fs::read(&guest.initramfs)
+        .with_context(|| format!("Reading {}", guest.initramfs.display()))?;
+    // The next archive starts 4-byte aligned; the kernel skips the zeros.
+    out.resize(out.len().next_multiple_of(4), 0);
+    let mut cpio = CpioWriter::new(GzEncoder::new(out, flate2::Compression::default()));
+    extra.write(&mut cpio)?;
+    let out = cpio.finish()?.finish()?;
+    eprintln!(
+        "xtask: benchmark initramfs {:.1} MiB ({:.1} MiB more unpacked)",
+        out.len() as f64 / MIB,
+        extra.size()? as f64 / MIB
+    );
+    write_atomic(&path, &out)?;
+    write_atomic(&manifest_path, manifest.as_bytes())?;
+    Ok(path)
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The packages of `sets` as apt specs.
+fn tool_specs(sets: &[ToolSet]) -> Vec<Spec> {
+    tools::packages(sets)
+        .into_iter()
+        .map(Spec::Package)
+        .collect()
+}
+
+/// Unpacked packages as roots to search for tools and libraries.
+fn roots(unpacked: &[Unpacked]) -> Vec<Root> {
+    unpacked
+        .iter()
+        .map(|u| Root {
+            name: u.package.name.clone(),
+            dir: u.root.clone(),
+        })
+        .collect()
+}
+
+fn package_lines(unpacked: &[Unpacked]) -> String {
+    unpacked
+        .iter()
+        .map(|u| {
+            let p = &u.package;
+            format!("package {} {} sha256:{}\n", p.name, p.version, p.sha256)
+        })
+        .collect()
+}
+
+fn manifest_text(unpacked: &[Unpacked], sets: &[ToolSet]) -> String {
+    let mut text = format!("# Keel test guest; builder version {BUILDER_VERSION}\n");
+    text.push_str(&package_lines(unpacked));
+    text.push_str(&tools::manifest_lines(sets));
     let assets = [
         ("guest-init.sh", GUEST_INIT),
         ("power-button.sh", POWER_BUTTON),
@@ -221,16 +449,16 @@ pub fn module_index(kernel_root: &Path, release: &str) -> Result<HashMap<String,
     Ok(index)
 }
 
-/// Adds the busybox skeleton every initramfs of ours starts with: the
-/// directories, /dev/console, and /bin/busybox with /bin/sh.
-pub fn add_busybox_base<W: Write>(cpio: &mut CpioWriter<W>, busybox_root: &Path) -> Result<()> {
+/// Adds the skeleton every initramfs of ours starts with: the directories,
+/// /dev/console and /bin/sh → busybox. /bin/busybox itself comes with its
+/// libraries as the [`BUSYBOX`] tool.
+pub fn add_busybox_base<W: Write>(cpio: &mut CpioWriter<W>) -> Result<()> {
     for dir in [
         "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run", "etc", "root",
     ] {
         cpio.dir(dir, 0o755)?;
     }
     cpio.char_dev("dev/console", 0o600, 5, 1)?;
-    cpio.host_path(&busybox_root.join("bin/busybox"), "bin/busybox")?;
     cpio.symlink("bin/sh", "busybox")?;
     Ok(())
 }
@@ -283,11 +511,14 @@ fn assemble_static(work_dir: &Path, name: &str, source: &str) -> Result<Vec<u8>>
 fn initramfs(
     kernel_root: &Path,
     release: &str,
-    busybox_root: &Path,
     cmos_toggle: &[u8],
+    tools: &Bundle,
 ) -> Result<Vec<u8>> {
     let mut cpio = CpioWriter::new(GzEncoder::new(Vec::new(), flate2::Compression::default()));
-    add_busybox_base(&mut cpio, busybox_root)?;
+    add_busybox_base(&mut cpio)?;
+    tools.write(&mut cpio)?;
+    // e2fsck and mount look for mounted filesystems here.
+    cpio.symlink("etc/mtab", "/proc/self/mounts")?;
     let missing = add_modules(
         &mut cpio,
         kernel_root,

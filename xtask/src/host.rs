@@ -23,6 +23,16 @@ pub const QEMU: Requirement = Requirement {
     program: "qemu-system-x86_64",
     package: "qemu-system-x86",
 };
+/// qemu-img, for the storage crate's qcow2 tests (they skip without it).
+pub const QEMU_IMG: Requirement = Requirement {
+    program: "qemu-img",
+    package: "qemu-utils",
+};
+/// iasl, for the ACPI table tests (they skip without it).
+pub const IASL: Requirement = Requirement {
+    program: "iasl",
+    package: "acpica-tools",
+};
 /// Debian's package tools, for building guests from packages.
 pub const APT_GET: Requirement = Requirement {
     program: "apt-get",

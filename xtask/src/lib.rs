@@ -5,6 +5,8 @@
 pub mod apt;
 pub mod bench;
 pub mod cpio;
+pub mod elf;
+pub mod fuzz;
 pub mod guest;
 pub mod host;
 pub mod kernel;
@@ -13,4 +15,5 @@ pub mod payload;
 pub mod proc;
 pub mod rig;
 pub mod tasks;
+pub mod tools;
 pub mod util;

@@ -19,7 +19,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Build (or reuse) the Linux test guest from Debian packages.
-    Guest,
+    Guest {
+        /// Also build the benchmark initramfs (the guest's plus fio).
+        #[arg(long)]
+        bench: bool,
+    },
     /// Build (or reuse) the PVH payload guests; print their paths.
     Payload {
         /// Variants to build (ok, triple-fault, reset, hang, button, echo); all by default.
@@ -42,9 +46,24 @@ enum Cmd {
         /// Give L1's console to this terminal (stdin included).
         #[arg(long)]
         interactive: bool,
+        /// Bring the host's QEMU into L1 (/usr/bin/qemu-system-x86_64).
+        #[arg(long)]
+        with_qemu: bool,
+        /// Bring /guest/initramfs-bench.cpio.gz (the guest's plus fio).
+        #[arg(long)]
+        guest_bench: bool,
         /// The shell command to run in L1.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Run every cargo-fuzz target in fuzz/fuzz_targets for a bounded time
+    /// (installs cargo-fuzz when missing).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Targets to run; all by default.
+        targets: Vec<String>,
     },
     /// Install what is needed, build everything and run all tests.
     Test {
@@ -95,12 +114,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Cmd::Guest => {
+        Cmd::Guest { bench } => {
             let started = std::time::Instant::now();
             let guest = xtask::guest::build()?;
             println!("{}", guest.vmlinuz.display());
             println!("{}", guest.vmlinux.display());
             println!("{}", guest.initramfs.display());
+            if bench {
+                println!("{}", xtask::guest::bench_initramfs()?.display());
+            }
             eprintln!(
                 "xtask: guest {} ready in {:.2} s ({})",
                 guest.kernel_release,
@@ -135,6 +157,8 @@ fn run(cli: Cli) -> Result<u8> {
             memory,
             files,
             interactive,
+            with_qemu,
+            guest_bench,
             command,
         } => {
             let files = files
@@ -153,6 +177,8 @@ fn run(cli: Cli) -> Result<u8> {
                 files,
                 echo: true,
                 interactive,
+                with_qemu,
+                guest_bench,
                 ..RigOptions::default()
             };
             let started = std::time::Instant::now();
@@ -163,6 +189,10 @@ fn run(cli: Cli) -> Result<u8> {
                 started.elapsed().as_secs_f64()
             );
             Ok(u8::try_from(out.status).unwrap_or(1))
+        }
+        Cmd::Fuzz { seconds, targets } => {
+            xtask::fuzz::run(seconds, &targets)?;
+            Ok(0)
         }
         Cmd::Test { args } => {
             xtask::tasks::test(&args)?;

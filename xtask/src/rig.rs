@@ -2,7 +2,9 @@
 //! `kvm-amd` gives a hardware-style `/dev/kvm` on which stock kernels boot
 //! (see shared/RIG.md). The host's binaries and the test guest go into L1
 //! through its initramfs: a cached base archive (busybox, the KVM modules,
-//! the host's C libraries, /init) plus a per-run archive appended to it.
+//! the host's C libraries, iproute2's `ip` and socat from Debian packages,
+//! /init), with [`RigOptions::with_qemu`] a cached archive with the host's
+//! QEMU, and a per-run archive, concatenated.
 //!
 //! ```text
 //! host ── QEMU TCG (-cpu EPYC,+svm) ── L1: /init → insmod kvm-amd → sh /rig/cmd
@@ -20,19 +22,46 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use flate2::write::GzEncoder;
 
-use crate::apt;
+use crate::apt::{self, Spec};
 use crate::cpio::CpioWriter;
 use crate::guest::{self, Guest};
 use crate::host;
 use crate::paths;
 use crate::proc::ChildGuard;
+use crate::tools::{self, Bundle, Entry, Root, ToolSet};
 use crate::util::{sha256_file, sha256_hex, write_atomic, FileLock};
 
 const RIG_INIT: &str = include_str!("../assets/rig-init.sh");
-const BASE_VERSION: u32 = 1;
+const BASE_VERSION: u32 = 2;
+const QEMU_VERSION: u32 = 1;
 
-/// Modules L1 loads, in order.
-pub const RIG_MODULES: &[&str] = &["irqbypass", "kvm", "kvm-amd"];
+/// Programs from Debian packages in L1 (busybox brings `nc`, `sha256sum`,
+/// `brctl`, …). Their C library is the host's (below), so `libc6` is not
+/// among the packages: the guest builder checks these sets with it.
+pub const RIG_TOOLS: &[ToolSet] = &[guest::BUSYBOX, guest::IPROUTE2, guest::SOCAT];
+
+/// QEMU in L1 ([`RigOptions::with_qemu`]): the host's own installed files,
+/// since it is the VMM we compare with, not a test guest.
+const QEMU_BINARY: ToolSet = ToolSet {
+    name: "qemu",
+    packages: &[],
+    files: &["usr/bin/qemu-system-x86_64"],
+};
+/// QEMU's firmware and data, found relative to its binary.
+const QEMU_DATA_DIRS: &[&str] = &["usr/share/qemu", "usr/share/seabios"];
+
+/// Modules L1 loads, in order: KVM, then TAP devices, bridges and veth
+/// pairs for network tests (the package ships no modules.dep).
+pub const RIG_MODULES: &[&str] = &[
+    "irqbypass",
+    "kvm",
+    "kvm-amd",
+    "tun",
+    "llc",
+    "stp",
+    "bridge",
+    "veth",
+];
 
 /// Host libraries copied into L1 so host-built binaries run unchanged.
 const HOST_LIBS: &[&str] = &[
@@ -62,6 +91,13 @@ pub struct RigOptions {
     pub keel_vmm: Option<PathBuf>,
     /// Bring the test guest to `/guest/{vmlinuz,vmlinux,initramfs.cpio.gz}`.
     pub guest: bool,
+    /// Also bring `/guest/initramfs-bench.cpio.gz` (the guest's initramfs
+    /// plus fio; see [`guest::bench_initramfs`]).
+    pub guest_bench: bool,
+    /// Bring the host's QEMU (`/usr/bin/qemu-system-x86_64` with
+    /// `/usr/share/qemu`, `/usr/share/seabios` and its libraries, about
+    /// 60 MB) for side-by-side runs.
+    pub with_qemu: bool,
     /// Copy L1's console to our stdout as it arrives.
     pub echo: bool,
     /// Give L1's console to the terminal (stdin too); no output is captured.
@@ -77,6 +113,8 @@ impl Default for RigOptions {
             files: Vec::new(),
             keel_vmm: Some(paths::keel_vmm_debug()),
             guest: true,
+            guest_bench: false,
+            with_qemu: false,
             echo: false,
             interactive: false,
         }
@@ -113,7 +151,12 @@ pub fn image_in(cache: &Path) -> Result<RigImage> {
     let base = dir.join("base.cpio.gz");
     let manifest_path = dir.join("manifest.txt");
     let libs = host_libs()?;
-    let busybox = apt::fetch(cache, &[guest::BUSYBOX_SPEC])?.remove(0);
+    let specs: Vec<Spec> = tools::packages(RIG_TOOLS)
+        .into_iter()
+        .map(Spec::Package)
+        .collect();
+    let unpacked = apt::fetch(cache, &specs)?;
+    let tools = rig_tools(&unpacked, &libs)?;
     let mut manifest = format!("# Keel rig L1 base; version {BASE_VERSION}\n");
     manifest.push_str(&fs::read_to_string(&guest.manifest).unwrap_or_default());
     manifest.push_str(&format!(
@@ -123,6 +166,15 @@ pub fn image_in(cache: &Path) -> Result<RigImage> {
     for (name, path) in &libs {
         manifest.push_str(&format!("hostlib {name} sha256:{}\n", sha256_file(path)?));
     }
+    for u in &unpacked {
+        let p = &u.package;
+        manifest.push_str(&format!(
+            "package {} {} sha256:{}\n",
+            p.name, p.version, p.sha256
+        ));
+    }
+    manifest.push_str(&tools::manifest_lines(RIG_TOOLS));
+    manifest.push_str(&host_file_lines(&tools, cache)?);
     let image = RigImage {
         kernel: guest.vmlinuz.clone(),
         base_initramfs: base.clone(),
@@ -134,7 +186,7 @@ pub fn image_in(cache: &Path) -> Result<RigImage> {
     eprintln!("xtask: building the rig's L1 image");
     fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
     let mut cpio = CpioWriter::new(GzEncoder::new(Vec::new(), flate2::Compression::fast()));
-    guest::add_busybox_base(&mut cpio, &busybox.root)?;
+    guest::add_busybox_base(&mut cpio)?;
     let missing = guest::add_modules(
         &mut cpio,
         &guest.kernel_root,
@@ -155,11 +207,111 @@ pub fn image_in(cache: &Path) -> Result<RigImage> {
         "lib64/ld-linux-x86-64.so.2",
         "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
     )?;
+    tools.write(&mut cpio)?;
     cpio.file("init", 0o755, RIG_INIT.as_bytes())?;
     let gz = cpio.finish()?.finish()?;
     write_atomic(&base, &gz)?;
     write_atomic(&manifest_path, manifest.as_bytes())?;
     Ok(image)
+}
+
+/// [`RIG_TOOLS`] from their packages; the C library's other parts
+/// (libresolv, …) come from the host, like libc itself.
+fn rig_tools(unpacked: &[apt::Unpacked], libs: &[(String, PathBuf)]) -> Result<Bundle> {
+    let mut roots: Vec<Root> = unpacked
+        .iter()
+        .map(|u| Root {
+            name: u.package.name.clone(),
+            dir: u.root.clone(),
+        })
+        .collect();
+    roots.push(Root {
+        name: "the host's C library".into(),
+        dir: "/".into(),
+    });
+    let provided = libs.iter().map(|(name, _)| name.clone()).collect();
+    tools::resolve(RIG_TOOLS, &roots, &provided).context("Resolving L1's tools")
+}
+
+/// `hostfile <path> sha256:<sum>` for the bundle's files outside `cache`.
+fn host_file_lines(bundle: &Bundle, cache: &Path) -> Result<String> {
+    let mut text = String::new();
+    for entry in bundle.entries.values() {
+        if let Entry::File(path) = entry {
+            if !path.starts_with(cache) {
+                text.push_str(&format!(
+                    "hostfile {} sha256:{}\n",
+                    path.display(),
+                    sha256_file(path)?
+                ));
+            }
+        }
+    }
+    Ok(text)
+}
+
+/// Builds (or reuses) `<cache>/rig/qemu.cpio`: the host's QEMU for L1.
+/// Uncompressed: L1's kernel unpacks it under TCG, where inflating costs
+/// more than reading the bigger file.
+pub fn qemu_archive_in(cache: &Path) -> Result<PathBuf> {
+    host::ensure(&[host::QEMU])?;
+    let _lock = FileLock::acquire(&cache.join(".rig.lock"))?;
+    let dir = cache.join("rig");
+    let path = dir.join("qemu.cpio");
+    let manifest_path = dir.join("qemu-manifest.txt");
+    let provided = host_libs()?.into_iter().map(|(name, _)| name).collect();
+    let host = [Root {
+        name: "the host".into(),
+        dir: "/".into(),
+    }];
+    let bundle = tools::resolve(&[QEMU_BINARY], &host, &provided)
+        .context("Resolving QEMU's libraries on the host")?;
+    let mut manifest = format!("# QEMU for the rig's L1; version {QEMU_VERSION}\n");
+    manifest.push_str(&host_file_lines(&bundle, cache)?);
+    for data in QEMU_DATA_DIRS {
+        manifest.push_str(&format!(
+            "data /{data} {}\n",
+            tree_summary(&Path::new("/").join(data))?
+        ));
+    }
+    if path.exists() && fs::read_to_string(&manifest_path).ok().as_deref() == Some(&manifest) {
+        return Ok(path);
+    }
+    eprintln!("xtask: building the QEMU archive for the rig");
+    fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
+    let mut cpio = CpioWriter::new(Vec::new());
+    bundle.write(&mut cpio)?;
+    for data in QEMU_DATA_DIRS {
+        cpio.host_path(&Path::new("/").join(data), data)?;
+    }
+    write_atomic(&path, &cpio.finish()?)?;
+    write_atomic(&manifest_path, manifest.as_bytes())?;
+    Ok(path)
+}
+
+/// Number of files, total size and newest mtime under `dir`.
+fn tree_summary(dir: &Path) -> Result<String> {
+    fn walk(dir: &Path, acc: &mut (u64, u64, u64)) -> Result<()> {
+        for entry in fs::read_dir(dir).with_context(|| format!("Listing {}", dir.display()))? {
+            let entry = entry?;
+            let meta = entry.path().symlink_metadata()?;
+            if meta.is_dir() {
+                walk(&entry.path(), acc)?;
+            } else {
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                *acc = (acc.0 + 1, acc.1 + meta.len(), acc.2.max(mtime));
+            }
+        }
+        Ok(())
+    }
+    let mut acc = (0, 0, 0);
+    walk(dir, &mut acc)?;
+    Ok(format!("files={} bytes={} mtime={}", acc.0, acc.1, acc.2))
 }
 
 fn host_libs() -> Result<Vec<(String, PathBuf)>> {
@@ -225,11 +377,16 @@ fn per_run_initramfs(image: &RigImage, opts: &RigOptions, script: &str) -> Resul
     let mut out = BufWriter::new(
         File::create(&path).with_context(|| format!("Creating {}", path.display()))?,
     );
-    let base = fs::read(&image.base_initramfs)
-        .with_context(|| format!("Reading {}", image.base_initramfs.display()))?;
-    out.write_all(&base)?;
-    // The next archive must start 4-byte aligned; the kernel skips zeros.
-    out.write_all(&[0u8; 4][..(4 - base.len() % 4) % 4])?;
+    let mut archives = vec![image.base_initramfs.clone()];
+    if opts.with_qemu {
+        archives.push(qemu_archive_in(&paths::cache_dir()?)?);
+    }
+    for archive in archives {
+        let data = fs::read(&archive).with_context(|| format!("Reading {}", archive.display()))?;
+        out.write_all(&data)?;
+        // The next archive must start 4-byte aligned; the kernel skips zeros.
+        out.write_all(&[0u8; 4][..(4 - data.len() % 4) % 4])?;
+    }
     let mut cpio = CpioWriter::new(out);
     if let Some(vmm) = &opts.keel_vmm {
         if vmm.exists() {
@@ -242,6 +399,9 @@ fn per_run_initramfs(image: &RigImage, opts: &RigOptions, script: &str) -> Resul
         cpio.host_path(&image.guest.vmlinuz, "guest/vmlinuz")?;
         cpio.host_path(&image.guest.vmlinux, "guest/vmlinux")?;
         cpio.host_path(&image.guest.initramfs, "guest/initramfs.cpio.gz")?;
+    }
+    if opts.guest_bench {
+        cpio.host_path(&guest::bench_initramfs()?, "guest/initramfs-bench.cpio.gz")?;
     }
     for (host_path, l1_path) in &opts.files {
         cpio.host_path(host_path, l1_path.trim_start_matches('/'))

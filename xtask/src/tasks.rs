@@ -28,9 +28,20 @@ pub fn build_keel_vmm() -> Result<PathBuf> {
 
 /// Installs what the tests need, builds the guests, payloads and the
 /// workspace, and runs `cargo test --workspace` (plus `extra` arguments).
+/// With `KEEL_FUZZ_SECONDS=N` (CI sets it), then runs every fuzz target
+/// for N seconds ([`crate::fuzz`]).
 pub fn test(extra: &[String]) -> Result<()> {
+    let fuzz_seconds =
+        match std::env::var("KEEL_FUZZ_SECONDS") {
+            Ok(v) if !v.trim().is_empty() => Some(v.trim().parse::<u64>().with_context(|| {
+                format!("KEEL_FUZZ_SECONDS={v:?}: expected a number of seconds")
+            })?),
+            _ => None,
+        };
     host::ensure(&[
         host::QEMU,
+        host::QEMU_IMG,
+        host::IASL,
         host::AS,
         host::LD,
         host::APT_GET,
@@ -38,6 +49,8 @@ pub fn test(extra: &[String]) -> Result<()> {
     ])?;
     let started = std::time::Instant::now();
     let image = rig::image().context("Building the rig's L1 image")?;
+    guest::bench_initramfs().context("Building the benchmark initramfs")?;
+    rig::qemu_archive_in(&paths::cache_dir()?).context("Building QEMU's archive for L1")?;
     for variant in Payload::ALL {
         payload::build(variant)?;
     }
@@ -47,7 +60,16 @@ pub fn test(extra: &[String]) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     run_inherited(cargo().args(["build", "--workspace", "--all-targets"]))?;
-    run_inherited(cargo().args(["test", "--workspace"]).args(extra))
+    run_inherited(cargo().args(["test", "--workspace"]).args(extra))?;
+    if let Some(seconds) = fuzz_seconds.filter(|s| *s > 0) {
+        let started = std::time::Instant::now();
+        crate::fuzz::run(seconds, &[])?;
+        eprintln!(
+            "xtask: fuzzing done in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 /// Builds everything and boots the test guest in keel-vmm with the serial
