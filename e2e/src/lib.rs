@@ -124,6 +124,10 @@ pub struct VmOutput {
     pub ended: u64,
     /// The test's timeout ended the run.
     pub timed_out: bool,
+    /// What [`LinuxVm::l1_before`] and [`LinuxVm::l1_after`] printed, and
+    /// their status (`None` when there was none).
+    pub l1_before: Option<ShOutput>,
+    pub l1_after: Option<ShOutput>,
 }
 
 impl VmOutput {
@@ -244,6 +248,8 @@ fn run_program_in(
         started,
         ended: now(),
         timed_out,
+        l1_before: None,
+        l1_after: None,
     })
 }
 
@@ -325,6 +331,36 @@ fn parse_rig_output(text: &str) -> Result<VmOutput> {
         started: value("KEEL-L1-START=").unwrap_or(0),
         ended: value("KEEL-L1-END=").unwrap_or(0),
         timed_out,
+        l1_before: l1_section(text, "BEFORE"),
+        l1_after: l1_section(text, "AFTER"),
+    })
+}
+
+/// A script run in L1 around keel-vmm, in the same shell, with its output
+/// and status reported between markers (see [`LinuxVm::l1_before`]).
+fn l1_part(name: &str, script: &str) -> String {
+    let file = format!("/tmp/l1-{}.out", name.to_lowercase());
+    format!(
+        "{{\n{script}\n}} >{file} 2>&1 </dev/null\n\
+         echo KEEL-L1-{name}-STATUS=$?\n\
+         echo KEEL-L1-{name}-BEGIN; cat {file}; echo; echo KEEL-L1-{name}-END\n"
+    )
+}
+
+fn l1_section(text: &str, name: &str) -> Option<ShOutput> {
+    let status = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("KEEL-L1-{name}-STATUS=")))?
+        .trim()
+        .parse()
+        .unwrap_or(-1);
+    let begin = format!("KEEL-L1-{name}-BEGIN\n");
+    let end = format!("\nKEEL-L1-{name}-END");
+    let start = text.find(&begin)? + begin.len();
+    let len = text[start..].find(&end)?;
+    Some(ShOutput {
+        status,
+        stdout: text[start..start + len].to_string(),
     })
 }
 
@@ -375,6 +411,11 @@ pub struct LinuxVm {
     sigterm_after: Option<String>,
     timeout: Duration,
     rig_memory_mib: u32,
+    rig_files: Vec<(PathBuf, String)>,
+    l1_before: Option<String>,
+    l1_after: Option<String>,
+    bench_tools: bool,
+    with_qemu: bool,
 }
 
 impl Default for LinuxVm {
@@ -389,6 +430,11 @@ impl Default for LinuxVm {
             sigterm_after: None,
             timeout: Duration::from_secs(240),
             rig_memory_mib: 4096,
+            rig_files: Vec::new(),
+            l1_before: None,
+            l1_after: None,
+            bench_tools: false,
+            with_qemu: false,
         }
     }
 }
@@ -435,16 +481,117 @@ impl LinuxVm {
         self
     }
 
+    /// Brings the host file (or directory) `host` into L1 at `l1_path`
+    /// (absolute), e.g. a test client built on the host: host binaries run
+    /// in L1 unchanged. L1's initramfs lives in its RAM: keep files to tens
+    /// of MiB. The VM then always runs in the rig.
+    pub fn rig_file(mut self, host: impl AsRef<Path>, l1_path: &str) -> Self {
+        assert!(
+            l1_path.starts_with('/'),
+            "L1 paths are absolute: {l1_path:?}"
+        );
+        self.rig_files
+            .push((host.as_ref().to_path_buf(), l1_path.to_string()));
+        self
+    }
+    /// A `sh` script L1 runs before keel-vmm starts, in the shell that then
+    /// runs keel-vmm: background jobs it starts (`socat … &`) run beside
+    /// keel-vmm, and variables it sets (`helper=$!`) are seen by
+    /// [`l1_after`](Self::l1_after). L1 has iproute2's `ip` (`ip tuntap`,
+    /// bridges, veth), `socat`, busybox (`nc`, `sha256sum`, …) and, with
+    /// [`with_qemu`](Self::with_qemu), QEMU. Its output and status come back
+    /// in [`VmOutput::l1_before`]; keel-vmm runs whatever the status. Give
+    /// background jobs their own output files. The VM then always runs in
+    /// the rig.
+    pub fn l1_before(mut self, script: &str) -> Self {
+        self.l1_before = Some(script.into());
+        self
+    }
+    /// A `sh` script L1 runs after keel-vmm ended (e.g. `sha256sum` a disk
+    /// image, stop a helper); output and status in [`VmOutput::l1_after`].
+    /// The VM then always runs in the rig.
+    pub fn l1_after(mut self, script: &str) -> Self {
+        self.l1_after = Some(script.into());
+        self
+    }
+    /// Boots the benchmark initramfs: the guest's tools plus fio (about
+    /// 100 MB unpacked in guest RAM; the default 512M is enough).
+    pub fn bench_tools(mut self) -> Self {
+        self.bench_tools = true;
+        self
+    }
+    /// Brings QEMU into L1 (`qemu-system-x86_64`, for side-by-side runs in
+    /// the L1 scripts; about 60 MB). The VM then always runs in the rig.
+    pub fn with_qemu(mut self) -> Self {
+        self.with_qemu = true;
+        self
+    }
+
+    /// True when the VM needs L1 (rig files, L1 scripts, QEMU).
+    fn needs_rig(&self) -> bool {
+        !self.rig_files.is_empty()
+            || self.l1_before.is_some()
+            || self.l1_after.is_some()
+            || self.with_qemu
+    }
+
+    /// The rig options for this VM, with `timeout` for the whole L1 run.
+    fn rig_options(&self, timeout: Duration) -> RigOptions {
+        RigOptions {
+            timeout,
+            memory_mib: self.rig_memory_mib,
+            keel_vmm: Some(keel_vmm().to_path_buf()),
+            files: self.rig_files.clone(),
+            guest_bench: self.bench_tools,
+            with_qemu: self.with_qemu,
+            echo: std::env::var_os("KEEL_RIG_ECHO").is_some(),
+            ..RigOptions::default()
+        }
+    }
+
+    /// `inner` (the script that runs keel-vmm) between the L1 scripts.
+    fn l1_wrap(&self, inner: &str) -> String {
+        let mut s = String::new();
+        if let Some(before) = &self.l1_before {
+            s.push_str(&l1_part("BEFORE", before));
+        }
+        s.push_str(inner);
+        if let Some(after) = &self.l1_after {
+            s.push_str(&l1_part("AFTER", after));
+        }
+        s
+    }
+
+    /// Where this VM runs, or `None` after [`skip`].
+    fn runner(&self) -> Option<Runner> {
+        if self.needs_rig() {
+            if xtask::util::which(host::QEMU.program).is_some() {
+                return Some(Runner::Rig);
+            }
+            skip(&format!(
+                "this test needs the KVM rig's L1 and there is no {}",
+                host::QEMU.program
+            ));
+            return None;
+        }
+        linux_runner()
+    }
+
     fn args(&self, guest_dir: &Path) -> Vec<String> {
         let kernel = match self.kernel {
             Kernel::BzImage => "vmlinuz",
             Kernel::Vmlinux => "vmlinux",
         };
+        let initrd = if self.bench_tools {
+            "initramfs-bench.cpio.gz"
+        } else {
+            "initramfs.cpio.gz"
+        };
         let mut args = vec![
             "--kernel".to_string(),
             guest_dir.join(kernel).display().to_string(),
             "--initrd".to_string(),
-            guest_dir.join("initramfs.cpio.gz").display().to_string(),
+            guest_dir.join(initrd).display().to_string(),
             "--cmdline".to_string(),
             format!(
                 "{BASE_CMDLINE} {}",
@@ -464,22 +611,41 @@ impl LinuxVm {
     /// Boots the guest where this machine can (natively or in the rig);
     /// `None` when the test was skipped.
     pub fn run(&self) -> Option<VmOutput> {
-        let runner = linux_runner()?;
+        let runner = self.runner()?;
         let guest = xtask::guest::build().expect("building the test guest");
+        if self.bench_tools {
+            xtask::guest::bench_initramfs().expect("building the benchmark initramfs");
+        }
         let sigterm = self.sigterm_after.as_deref();
         let out = match runner {
             Runner::Native => {
                 let dir = guest.vmlinuz.parent().expect("guest dir").to_path_buf();
                 run_native(&self.args(&dir), sigterm, self.timeout)
             }
-            Runner::Rig => run_in_rig(
-                &self.args(Path::new("/guest")),
-                sigterm,
-                self.timeout,
-                self.rig_memory_mib,
-            ),
+            Runner::Rig => self.run_rig(),
         };
         Some(out.expect("running keel-vmm"))
+    }
+
+    fn run_rig(&self) -> Result<VmOutput> {
+        // Booting L1 and unpacking its initramfs comes on top, and the L1
+        // scripts get time of their own.
+        let scripts = self.l1_before.iter().chain(&self.l1_after).count() as u64;
+        let opts = self.rig_options(self.timeout + Duration::from_secs(180 + 120 * scripts));
+        let inner = rig_script(
+            &self.args(Path::new("/guest")),
+            self.sigterm_after.as_deref(),
+            self.timeout,
+        );
+        let out = rig::run(&opts, &self.l1_wrap(&inner))?;
+        if out.status != 0 {
+            bail!(
+                "The rig's script failed ({}):\n{}",
+                out.status,
+                rig::tail(&out.output, 40)
+            );
+        }
+        parse_rig_output(&out.output)
     }
 }
 
@@ -586,8 +752,22 @@ impl Session {
 
     /// Runs every step where this machine can; `None` when skipped.
     pub fn run(&self) -> Option<SessionOutput> {
-        let runner = linux_runner()?;
+        let vm_needs_rig = self.steps.iter().find_map(|s| match s {
+            Step::Vm(vm) if vm.needs_rig() => Some(vm),
+            _ => None,
+        });
+        let runner = match vm_needs_rig {
+            Some(vm) => vm.runner()?,
+            None => linux_runner()?,
+        };
         let guest = xtask::guest::build().expect("building the test guest");
+        if self
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Vm(vm) if vm.bench_tools))
+        {
+            xtask::guest::bench_initramfs().expect("building the benchmark initramfs");
+        }
         let out = match runner {
             Runner::Native => {
                 let dir = guest.vmlinuz.parent().expect("guest dir").to_path_buf();
@@ -640,7 +820,11 @@ impl Session {
             match step {
                 Step::Vm(vm) => {
                     let args = vm.args(Path::new("/guest"));
-                    script.push_str(&rig_script(&args, vm.sigterm_after.as_deref(), vm.timeout));
+                    script.push_str(&vm.l1_wrap(&rig_script(
+                        &args,
+                        vm.sigterm_after.as_deref(),
+                        vm.timeout,
+                    )));
                     timeout += vm.timeout;
                 }
                 Step::Sh(s) => {
@@ -659,7 +843,7 @@ impl Session {
 
     fn run_rig(&self) -> Result<SessionOutput> {
         let (script, timeout) = self.rig_script();
-        let opts = RigOptions {
+        let mut opts = RigOptions {
             timeout: timeout + Duration::from_secs(180),
             memory_mib: self.rig_memory_mib,
             keel_vmm: Some(keel_vmm().to_path_buf()),
@@ -671,6 +855,15 @@ impl Session {
             echo: std::env::var_os("KEEL_RIG_ECHO").is_some(),
             ..RigOptions::default()
         };
+        for step in &self.steps {
+            if let Step::Vm(vm) = step {
+                opts.files.extend(vm.rig_files.iter().cloned());
+                opts.guest_bench |= vm.bench_tools;
+                opts.with_qemu |= vm.with_qemu;
+                let scripts = vm.l1_before.iter().chain(&vm.l1_after).count() as u64;
+                opts.timeout += Duration::from_secs(120 * scripts);
+            }
+        }
         let out = rig::run(&opts, &script)?;
         if out.status != 0 {
             bail!(
@@ -835,8 +1028,11 @@ impl LinuxVm {
     /// paths), and finds `tools` (host executables) on its `PATH` by their
     /// file names. `None` when the test was skipped.
     pub fn run_with_driver(&self, driver: &str, tools: &[&Path]) -> Option<DrivenOutput> {
-        let runner = linux_runner()?;
+        let runner = self.runner()?;
         let guest = xtask::guest::build().expect("building the test guest");
+        if self.bench_tools {
+            xtask::guest::bench_initramfs().expect("building the benchmark initramfs");
+        }
         let out = match runner {
             Runner::Native => {
                 let dir = guest.vmlinuz.parent().expect("guest dir").to_path_buf();
@@ -856,17 +1052,16 @@ impl LinuxVm {
                 format!("/usr/bin/{}", name.to_string_lossy()),
             ));
         }
-        let opts = RigOptions {
-            timeout: self.timeout + Duration::from_secs(180),
-            memory_mib: self.rig_memory_mib,
-            keel_vmm: Some(keel_vmm().to_path_buf()),
-            files,
-            echo: std::env::var_os("KEEL_RIG_ECHO").is_some(),
-            ..RigOptions::default()
-        };
+        let scripts = self.l1_before.iter().chain(&self.l1_after).count() as u64;
+        let mut opts = self.rig_options(self.timeout + Duration::from_secs(180 + 120 * scripts));
+        opts.files.extend(files);
         let script = format!(
             "d=/tmp/keel-driven; mkdir -p $d && cd $d || exit 1\n{}",
-            driven_script(&self.args(Path::new("/guest")), self.timeout, driver)
+            self.l1_wrap(&driven_script(
+                &self.args(Path::new("/guest")),
+                self.timeout,
+                driver
+            ))
         );
         let out = rig::run(&opts, &script)?;
         if out.status != 0 {
@@ -1042,6 +1237,82 @@ mod tests {
         let out = run_program(Path::new("sh"), &args, None, Duration::from_millis(300)).unwrap();
         assert!(out.timed_out);
         assert_eq!(out.status, None);
+    }
+
+    #[test]
+    fn l1_scripts_run_around_keel_vmm_in_one_shell() {
+        // A stand-in keel-vmm on PATH that reads what the helper wrote.
+        let dir = std::env::temp_dir().join(format!("keel-l1-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("keel-vmm");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nsleep 0.3; echo \"SEEN=$(cat \"$D/helper.out\")\"; echo data >\"$D/disk\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let vm = LinuxVm::new()
+            .l1_before("echo preparing; (echo helper-ran >\"$D/helper.out\") & helper=$!; false")
+            .l1_after("wait $helper; echo \"HELPER=$helper\"; echo SUM=$(cksum <\"$D/disk\" | cut -d' ' -f1)");
+        assert!(vm.needs_rig());
+        // rig_script's watchdog (a sleep) keeps stdout open until it ends.
+        let script = vm.l1_wrap(&rig_script(
+            &["x".to_string()],
+            None,
+            Duration::from_secs(2),
+        ));
+        let output = Command::new("sh")
+            .args(["-c", &script])
+            .env(
+                "PATH",
+                format!("{}:{}", dir.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("D", &dir)
+            .output()
+            .unwrap();
+        let text = rig::normalize(&output.stdout);
+        let out = parse_rig_output(&text).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(out.value("SEEN").as_deref(), Some("helper-ran"), "{text}");
+        let before = out.l1_before.expect("before's report");
+        assert_eq!(before.status, 1);
+        assert_eq!(before.stdout, "preparing\n");
+        let after = out.l1_after.expect("after's report");
+        assert_eq!(after.status, 0, "{text}");
+        assert!(
+            after.value("HELPER").is_some_and(|p| !p.is_empty()),
+            "{text}"
+        );
+        assert!(after.value("SUM").is_some_and(|s| !s.is_empty()), "{text}");
+        // Without L1 scripts there are no reports.
+        assert!(LinuxVm::new().l1_wrap("true\n") == "true\n");
+        assert!(parse_rig_output(&text.replace("KEEL-L1-", "X-"))
+            .unwrap()
+            .l1_before
+            .is_none());
+    }
+
+    #[test]
+    fn rig_only_options_select_the_rig_and_the_bench_initrd() {
+        let vm = LinuxVm::new().rig_file("/bin/sh", "/usr/bin/client");
+        assert!(vm.needs_rig());
+        let opts = vm.rig_options(Duration::from_secs(1));
+        assert_eq!(
+            opts.files,
+            vec![(PathBuf::from("/bin/sh"), "/usr/bin/client".to_string())]
+        );
+        assert!(!opts.guest_bench && !opts.with_qemu);
+        let vm = LinuxVm::new().bench_tools().with_qemu();
+        let opts = vm.rig_options(Duration::from_secs(1));
+        assert!(opts.guest_bench && opts.with_qemu);
+        let args = vm.args(Path::new("/guest")).join(" ");
+        assert!(
+            args.contains("--initrd /guest/initramfs-bench.cpio.gz"),
+            "{args}"
+        );
+        assert!(!LinuxVm::new().bench_tools().needs_rig());
     }
 
     #[test]
