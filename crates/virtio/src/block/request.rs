@@ -290,12 +290,17 @@ fn status_byte(bufs: &[Buffer]) -> Option<GuestAddress> {
     last.addr.checked_add(u64::from(last.len) - 1)
 }
 
-/// Checks `sectors` sectors at `sector` against the disk; the byte offset.
+/// Checks `sectors` sectors at `sector` against the disk; the byte offset
+/// (the end in bytes is known not to overflow either).
 fn check_sectors(limits: &Limits, sector: u64, sectors: u64) -> Result<u64, RequestError> {
-    let out = RequestError::OutOfRange { sector, sectors };
-    match sector.checked_add(sectors) {
-        Some(end) if end <= limits.capacity => Ok(sector << SECTOR_SHIFT),
-        _ => Err(out),
+    let end = sector
+        .checked_add(sectors)
+        .filter(|&end| end <= limits.capacity)
+        .and_then(|end| end.checked_mul(SECTOR_SIZE));
+    match end {
+        // sector ≤ end, so this cannot overflow.
+        Some(_) => Ok(sector * SECTOR_SIZE),
+        None => Err(RequestError::OutOfRange { sector, sectors }),
     }
 }
 
@@ -622,6 +627,14 @@ mod tests {
                 p.request
             );
         }
+        // A disk as big as u64 sectors still refuses offsets that overflow.
+        let huge = Limits {
+            capacity: u64::MAX,
+            ..l
+        };
+        header(&m, 0x1000, VIRTIO_BLK_T_IN, u64::MAX / 512);
+        let p = parse_request(&m, &[r(0x1000, 16), w(0x2000, 1025)], &huge);
+        assert!(matches!(p.request, Err(RequestError::OutOfRange { .. })));
         // The last sector is fine; zero sectors at the end too.
         header(&m, 0x1000, VIRTIO_BLK_T_IN, 999);
         assert!(parse_request(&m, &[r(0x1000, 16), w(0x2000, 513)], &l)
