@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use e2e::{LinuxVm, Session, VmOutput};
+use e2e::{LinuxVm, Session, Then, VmOutput};
 use storage::Format;
 
 const MIB: u64 = 1 << 20;
@@ -315,6 +315,37 @@ echo FILL_AFTER=$(dd if=/dev/vda bs=1M skip=2 count=1 2>/dev/null | sha256sum | 
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     assert!(top_kib >= 1024, "the overlay did not grow ({top_kib} KiB)");
+}
+
+#[test]
+fn a_disk_stays_usable_across_a_guest_reboot_in_place() {
+    let dir = TempDir::new("reboot");
+    let raw = dir.path("disk.raw");
+    storage::create_raw(&raw, 4 * MIB).unwrap();
+    // Both boots read sector 0, then write the marker there.
+    let cmd = r#"
+echo BOOT_READ=$(head -c 8 /dev/vda | tr -d '\000')
+printf KEEL-RB1 | dd of=/dev/vda bs=512 conv=sync,fsync 2>/dev/null; echo WRITE=$?
+"#;
+    let Some(out) = Session::new()
+        .file(&raw, "disk.raw")
+        .vm(vm(cmd, &["path=disk.raw"]).then(Then::RebootOnce))
+        .run()
+    else {
+        return;
+    };
+    let o = &out.vms[0];
+    assert_eq!(o.status, Some(0), "{}", o.dump());
+    assert_eq!(o.count("KEEL-SECOND-BOOT"), 1, "{}", o.dump());
+    assert_eq!(o.count("BOOT_READ="), 2, "{}", o.dump());
+    assert_eq!(o.count("BOOT_READ=KEEL-RB1"), 1, "{}", o.dump());
+    assert_eq!(
+        value(o, "BOOT_READ"),
+        "KEEL-RB1",
+        "second boot: {}",
+        o.dump()
+    );
+    assert_eq!(o.count("WRITE=0"), 2, "{}", o.dump());
 }
 
 /// Runs keel-vmm natively with a kernel that is a plain file (disks are

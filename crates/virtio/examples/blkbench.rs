@@ -43,7 +43,7 @@ fn cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// CPU time of the device's worker threads (`virtio-blk-*`, `blk-*`), from
+/// CPU time of the device's worker threads (`blk-*`), from
 /// the scheduler's per-thread run time (`/proc/self/task/*/schedstat`, ns).
 fn device_cpu_time() -> Duration {
     let mut total = 0u64;
@@ -52,7 +52,7 @@ fn device_cpu_time() -> Duration {
     };
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !(comm.starts_with("virtio-blk") || comm.starts_with("blk-")) {
+        if !comm.starts_with("blk-") {
             continue;
         }
         let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();

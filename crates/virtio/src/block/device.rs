@@ -232,10 +232,10 @@ impl VirtioDevice for Block {
         let limits = self.limits(activation.features);
         let single = activation.queues.len() == 1;
         for q in activation.queues {
+            // Thread names show 15 characters: `blk-disk0`, `blk-disk0-q1`.
             let name = if single {
-                format!("virtio-blk-{}", self.opts.name)
+                format!("blk-{}", self.opts.name)
             } else {
-                // Thread names show 15 characters.
                 format!("blk-{}-q{}", self.opts.name, q.index())
             };
             let handler = BlockHandler::new(self.disk.clone(), limits, self.id, name.clone());

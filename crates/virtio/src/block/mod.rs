@@ -7,7 +7,7 @@
 //! more than one queue is asked for; GET_ID answers the serial.
 //!
 //! ```text
-//!   queue k ── kick ──▶ worker thread `virtio-blk-<name>` / `blk-<name>-q<k>`
+//!   queue k ── kick ──▶ worker thread `blk-<name>` / `blk-<name>-q<k>`
 //!                        pop every chain → request::parse_request (pure)
 //!                        → preadv/pwritev straight into guest memory, flush,
 //!                          discard, write-zeroes → status byte → used ring
