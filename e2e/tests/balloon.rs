@@ -133,3 +133,67 @@ fn inflating_takes_memory_from_the_guest_and_gives_it_to_the_host() {
     assert!(too_big.contains("invalid-argument"), "{}", out.dump());
     assert_eq!(out.vm.status, Some(0), "{}", out.dump());
 }
+
+const REPORTING_DRIVER: &str = r#"
+c=keel-api-client; s=api.sock
+fail() { echo "DRIVER_FAILED=$*"; $c $s stop; exit 1; }
+mem() { grep '^MEMINFO' "$out" | tail -n 1 | sed -n "s/.*$1=\([0-9]*\).*/\1/p"; }
+rss() { sed -n 's/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p' /proc/$pid/status; }
+reported() { $c $s status | sed -n 's/.*"reported_bytes":\([0-9]*\).*/\1/p'; }
+$c $s wait || exit 1
+n=0; until grep -q BALLOON_GUEST_READY "$out"; do sleep 0.5; n=$((n+1)); [ $n -lt 600 ] || fail "guest not ready"; done
+echo RSS_BEFORE=$(rss)
+n=0; until [ "$(reported)" -ge 104857600 ]; do sleep 0.5; n=$((n+1)); [ $n -lt 240 ] || fail "little reported: $(reported)"; done
+sleep 2
+echo REPORTED=$(reported)
+echo RSS_REPORTED=$(rss)
+echo STATUS=$($c $s status)
+sleep 1
+echo TOTAL_BEFORE=$(mem total)
+$c $s balloon-set 67108864 >/dev/null || fail "balloon-set"
+n=0; until $c $s status | grep -q '"actual_bytes":67108864,'; do sleep 0.5; n=$((n+1)); [ $n -lt 240 ] || fail "no inflation"; done
+sleep 2
+echo TOTAL_INFLATED=$(mem total)
+echo BUTTON=$($c $s power-button)
+"#;
+
+#[test]
+fn free_page_reporting_returns_freed_guest_memory_to_the_host() {
+    let Some(out) = LinuxVm::new()
+        .memory("1G")
+        .cmd(GUEST)
+        .arg("--balloon")
+        .arg("free_page_reporting=on,deflate_on_oom=on")
+        .arg("--api-socket")
+        .arg("api.sock")
+        .run_with_driver(REPORTING_DRIVER, &[api_client()])
+    else {
+        return;
+    };
+    let num = |name: &str| -> i64 {
+        out.value(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}: {}", out.dump()))
+    };
+    assert_eq!(out.value("DRIVER_FAILED"), None, "{}", out.dump());
+    let (before, after, reported) = (num("RSS_BEFORE"), num("RSS_REPORTED"), num("REPORTED"));
+    eprintln!("reported {reported} bytes; keel-vmm VmRSS kB: before {before}, after {after}");
+    assert!(
+        after < before - 100 * MIB_KB,
+        "RSS went from {before} to {after} kB: {}",
+        out.dump()
+    );
+    let status = out.value("STATUS").unwrap_or_default();
+    for needle in [
+        "\"free_page_reporting\":true",
+        "\"deflate_on_oom\":true",
+        "\"stats\":true",
+        "\"rejected_pages\":0",
+    ] {
+        assert!(status.contains(needle), "{needle}: {}", out.dump());
+    }
+    // With DEFLATE_ON_OOM the guest keeps counting ballooned pages in
+    // MemTotal.
+    assert_eq!(num("TOTAL_BEFORE"), num("TOTAL_INFLATED"), "{}", out.dump());
+    assert_eq!(out.vm.status, Some(0), "{}", out.dump());
+}
