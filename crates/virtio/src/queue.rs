@@ -75,6 +75,23 @@ impl VirtQueue {
         Ok(Some(chain))
     }
 
+    /// [`pop`](Self::pop) for devices that take chains one at a time when
+    /// they have a use for them (outside [`crate::worker::WorkerContext::process_chains`]):
+    /// when the ring is empty, asks the driver to notify the next chain
+    /// (with EVENT_IDX it would not, otherwise) and looks once more.
+    pub fn pop_or_arm<'a>(
+        &mut self,
+        mem: &'a GuestMemoryMmap,
+    ) -> Result<Option<Chain<'a>>, QueueError> {
+        if let Some(chain) = self.pop(mem)? {
+            return Ok(Some(chain));
+        }
+        if self.enable_notification(mem)? {
+            return self.pop(mem);
+        }
+        Ok(None)
+    }
+
     /// Puts back the chain the last [`pop`](Self::pop) took: the next `pop`
     /// returns it again. For devices that learn only after popping a buffer
     /// that they have nothing to put in it (a socket that would block).

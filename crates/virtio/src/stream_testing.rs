@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
-use vm_memory::Bytes;
+use vm_memory::{Address, Bytes};
 
 use crate::testing::{TestDriver, TIMEOUT};
 
@@ -31,6 +31,11 @@ pub struct StreamDriver {
     pool: HashMap<u32, Vec<u64>>,
     /// Buffers a `wait` collected beyond what it was asked for.
     backlog: HashMap<u16, VecDeque<Used>>,
+    /// Notify as a driver with VIRTIO_RING_F_EVENT_IDX does: only when the
+    /// device's `avail_event` asks for it.
+    pub event_idx: bool,
+    /// The available index at each queue's last notification decision.
+    notified: HashMap<u16, u16>,
 }
 
 impl StreamDriver {
@@ -42,6 +47,8 @@ impl StreamDriver {
             bufs: HashMap::new(),
             pool: HashMap::new(),
             backlog: HashMap::new(),
+            event_idx: false,
+            notified: HashMap::new(),
         }
     }
 
@@ -51,6 +58,26 @@ impl StreamDriver {
         self.seen.clear();
         self.bufs.clear();
         self.backlog.clear();
+        self.notified.clear();
+    }
+
+    /// Notifies `queue` of what was made available since the last call, as
+    /// Linux's `virtqueue_kick` does (with EVENT_IDX, only if the device's
+    /// `avail_event` lies in the new range).
+    pub fn notify(&mut self, queue: u16) {
+        let l = self.d.queues[&queue];
+        let new = l.avail_idx(&self.d.mem);
+        let old = self.notified.insert(queue, new).unwrap_or(0);
+        if !self.event_idx {
+            self.d.kick(queue);
+            return;
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let at = l.used.unchecked_add(4 + 8 * u64::from(l.size));
+        let event: u16 = self.d.mem.read_obj(at).unwrap();
+        if new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old) {
+            self.d.kick(queue);
+        }
     }
 
     fn alloc(&mut self, len: u32) -> u64 {
@@ -81,14 +108,14 @@ impl StreamDriver {
     /// Offers one device-writable buffer and kicks.
     pub fn offer(&mut self, queue: u16, len: u32) -> u16 {
         let h = self.offer_nokick(queue, len);
-        self.d.kick(queue);
+        self.notify(queue);
         h
     }
 
     /// Sends `bytes` in one device-readable buffer on `queue` and kicks.
     pub fn send(&mut self, queue: u16, bytes: &[u8]) -> u16 {
         let h = self.send_nokick(queue, bytes);
-        self.d.kick(queue);
+        self.notify(queue);
         h
     }
 

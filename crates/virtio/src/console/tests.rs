@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::events::*;
 use super::*;
-use crate::features::VERSION_1;
+use crate::features::{RING_EVENT_IDX, VERSION_1};
 use crate::stream_testing::{StreamDriver, Used};
 use crate::testing::*;
 
@@ -90,7 +90,8 @@ impl Rig {
         if !d.msix {
             d.enable_msix();
         }
-        d.init(features).unwrap();
+        // As Linux: with EVENT_IDX, so kicks come only when asked for.
+        let negotiated = d.init(features | RING_EVENT_IDX).unwrap();
         let max_ports = d.bar_read(d.caps.device + 4, 4) as u16;
         self.queues = 2 * max_ports + 2;
         for q in 0..self.queues {
@@ -103,10 +104,11 @@ impl Rig {
         }
         d.driver_ok();
         self.s.forget_queues();
+        self.s.event_idx = negotiated & RING_EVENT_IDX != 0;
         for _ in 0..ctrl_bufs {
             self.s.offer_nokick(CRX, 512);
         }
-        self.s.d.kick(CRX);
+        self.s.notify(CRX);
     }
 
     /// Sends a control message and waits until the device took it.
@@ -120,7 +122,7 @@ impl Rig {
         for _ in 0..n {
             self.s.offer_nokick(CRX, 512);
         }
-        self.s.d.kick(CRX);
+        self.s.notify(CRX);
         got
     }
 
@@ -140,7 +142,7 @@ impl Rig {
             for _ in 0..got.len() {
                 self.s.offer_nokick(CRX, 512);
             }
-            self.s.d.kick(CRX);
+            self.s.notify(CRX);
             rest.extend(decode(&got));
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -344,7 +346,7 @@ fn hostile_control_messages_are_ignored() {
         for _ in 0..16 {
             r.s.send_nokick(CTX, &msg(BAD_ID, DEVICE_READY, 1));
         }
-        r.s.d.kick(CTX);
+        r.s.notify(CTX);
         r.s.wait(CTX, 16);
     }
     let mut answers = 0;
@@ -384,7 +386,7 @@ fn hostile_data_chains_are_returned_and_the_port_keeps_working() {
     q.publish(&r.s.d.mem, 20);
     q.write_desc(&r.s.d.mem, 21, DescSpec::new(0x20_0000, 64, 2, 0));
     q.publish(&r.s.d.mem, 21);
-    r.s.d.kick(tx);
+    r.s.notify(tx);
     let start = Instant::now();
     while q.used_idx(&r.s.d.mem) != 2 {
         assert!(start.elapsed() < TIMEOUT);
@@ -396,7 +398,7 @@ fn hostile_data_chains_are_returned_and_the_port_keeps_working() {
     rq.write_desc(&r.s.d.mem, 20, DescSpec::new(0x20_0000, 64, 0, 0));
     rq.publish(&r.s.d.mem, 20);
     host.write_all(b"after").unwrap();
-    r.s.d.kick(rx);
+    r.s.notify(rx);
     let start = Instant::now();
     while rq.used_idx(&r.s.d.mem) != 1 {
         assert!(start.elapsed() < TIMEOUT);

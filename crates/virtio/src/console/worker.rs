@@ -233,7 +233,7 @@ impl ConsoleHandler {
                 break;
             }
             let mem = &ctx.mem;
-            let Some(chain) = ctx.queues[pos].pop(mem)? else {
+            let Some(chain) = ctx.queues[pos].pop_or_arm(mem)? else {
                 break;
             };
             let head = chain.head_index();
@@ -281,7 +281,7 @@ impl ConsoleHandler {
                 break;
             }
             let mem = &ctx.mem;
-            let Some(chain) = ctx.queues[pos].pop(mem)? else {
+            let Some(chain) = ctx.queues[pos].pop_or_arm(mem)? else {
                 // No buffers: the driver's next kick brings us back.
                 break;
             };
@@ -438,7 +438,7 @@ impl ConsoleHandler {
         let size = ctx.queues[pos].size();
         while let Some(&msg) = self.control_out.front() {
             let mem = &ctx.mem;
-            let Some(chain) = ctx.queues[pos].pop(mem)? else {
+            let Some(chain) = ctx.queues[pos].pop_or_arm(mem)? else {
                 break;
             };
             let head = chain.head_index();

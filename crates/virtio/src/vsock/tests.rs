@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::features::VERSION_1;
+use crate::features::{RING_EVENT_IDX, VERSION_1};
 use crate::stream_testing::{StreamDriver, Used};
 use crate::testing::*;
 use vm_memory::Bytes;
@@ -42,16 +42,15 @@ impl Rig {
         let dev = Vsock::new(CID, &path).unwrap();
         let mut d = TestDriver::new(Box::new(dev));
         d.enable_msix();
-        d.init(VERSION_1).unwrap();
+        // As Linux: with EVENT_IDX, so kicks come only when asked for.
+        d.init(VERSION_1 | RING_EVENT_IDX).unwrap();
         d.setup_queue(RX, size);
         d.setup_queue(TX, size);
         d.setup_queue(EVENT_QUEUE, 8);
         d.driver_ok();
-        Self {
-            s: StreamDriver::new(d),
-            dir,
-            path,
-        }
+        let mut s = StreamDriver::new(d);
+        s.event_idx = true;
+        Self { s, dir, path }
     }
 
     /// A host listener on `PATH_<port>`.
@@ -71,7 +70,7 @@ impl Rig {
         for _ in 0..n {
             self.s.offer_nokick(RX, RXBUF);
         }
-        self.s.d.kick(RX);
+        self.s.notify(RX);
     }
 
     /// Waits for `n` packets on the receive queue (offering as many again).
@@ -202,7 +201,7 @@ fn guest_connects_to_a_host_socket_and_data_flows_both_ways() {
         .unwrap();
     r.s.d
         .add_chain(TX, 40, &[(a, HEADER_LEN as u32, 0), (b, 5, 0)]);
-    r.s.d.kick(TX);
+    r.s.notify(TX);
     r.s.wait(TX, 1);
     assert_eq!(read_n(&mut host, 5), b"hello");
     // Host → guest.
@@ -454,7 +453,7 @@ fn hostile_packets_get_rst_or_are_dropped_and_the_device_lives() {
         DescSpec::new(TEST_MEM_SIZE as u64 - 8, 64, 0, 0),
     );
     q.publish(&r.s.d.mem, 50);
-    r.s.d.kick(TX);
+    r.s.notify(TX);
     r.s.wait(TX, 1);
     r.s.quiet(RX);
     // A REQUEST on an existing connection is a protocol error: RST.
@@ -499,7 +498,7 @@ fn a_flood_of_refused_requests_stalls_the_queue_instead_of_growing() {
             r.s.send_nokick(TX, &pkt(OP_REQUEST, 10_000 + sent, 1).to_bytes());
             sent += 1;
         }
-        r.s.d.kick(TX);
+        r.s.notify(TX);
         std::thread::sleep(Duration::from_millis(20));
         let taken = r.s.poll(TX).len();
         if taken < 64 {
@@ -563,7 +562,7 @@ fn reset_ends_connections_and_a_new_driver_works() {
     host.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "connection closed with the driver");
     let d = &mut r.s.d;
-    d.init(VERSION_1).unwrap();
+    d.init(VERSION_1 | RING_EVENT_IDX).unwrap();
     d.setup_queue(RX, 64);
     d.setup_queue(TX, 64);
     d.setup_queue(EVENT_QUEUE, 8);

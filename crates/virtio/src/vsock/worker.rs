@@ -237,7 +237,7 @@ impl VsockHandler {
                 break;
             }
             let mem = &ctx.mem;
-            let Some(chain) = ctx.queues[pos].pop(mem)? else {
+            let Some(chain) = ctx.queues[pos].pop_or_arm(mem)? else {
                 break;
             };
             let head = chain.head_index();
@@ -498,7 +498,7 @@ impl VsockHandler {
                 break;
             }
             let mem = &ctx.mem;
-            let Some(chain) = ctx.queues[pos].pop(mem)? else {
+            let Some(chain) = ctx.queues[pos].pop_or_arm(mem)? else {
                 break;
             };
             let head = chain.head_index();
