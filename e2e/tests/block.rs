@@ -198,6 +198,7 @@ dd if=/dev/zero of=/dev/vda bs=4096 seek=256 count=1 conv=fsync 2>>/tmp/dd.err; 
 sed 's/^/DD-ERR: /' /tmp/dd.err
 echo HEAD_AFTER=$(head -c 19 /dev/vda)
 printf KEEL-WRITABLE | dd of=/dev/vdb bs=512 conv=sync,fsync 2>/dev/null; echo VDB_STATUS=$?
+echo QUEUES=$(ls /sys/block/vdb/mq | wc -l)
 "#;
     let disks = [
         "path=ro.img,format=raw,readonly=on,serial=KEEL-RO-0",
@@ -206,7 +207,8 @@ printf KEEL-WRITABLE | dd of=/dev/vdb bs=512 conv=sync,fsync 2>/dev/null; echo V
     let Some(out) = Session::new()
         .file(&ro, "ro.img")
         .file(&data, "data.img")
-        .vm(vm(cmd, &disks))
+        // Two vCPUs: each disk gets two request queues (VIRTIO_BLK_F_MQ).
+        .vm(vm(cmd, &disks).cpus(2))
         .sh("echo RO_SUM=$(sha256sum ro.img | cut -d' ' -f1); echo DATA_HEAD=$(head -c 13 data.img)")
         .run()
     else {
@@ -237,6 +239,7 @@ printf KEEL-WRITABLE | dd of=/dev/vdb bs=512 conv=sync,fsync 2>/dev/null; echo V
         o.dump()
     );
     assert_eq!(value(o, "VDB_STATUS"), "0", "{}", o.dump());
+    assert_eq!(value(o, "QUEUES"), "2", "{}", o.dump());
     let sh = &out.sh[0];
     assert_eq!(
         sh.value("RO_SUM"),
