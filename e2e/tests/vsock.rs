@@ -1,7 +1,8 @@
 //! virtio-vsock: the guest's stock vsock transport; the guest connects to
 //! the host (CID 2, port 1234 → the Unix socket `v.sock_1234`) and they
 //! exchange lines; a host program connects to the guest's listener on port
-//! 5000 through `v.sock` (`CONNECT 5000`) and gets its answer.
+//! 5000 through `v.sock` (`CONNECT 5000`) and gets its answer; then 4 MiB
+//! go each way (far past the per-connection credit) with checksums.
 
 use std::path::Path;
 
@@ -13,18 +14,32 @@ fn keel_sock() -> &'static Path {
 
 const GUEST: &str = r#"
 socat -T 120 VSOCK-LISTEN:5000 SYSTEM:'read l; echo "ECHO:$l"' &
-listener=$!
+echo_listener=$!
+socat -u -T 120 VSOCK-LISTEN:5001 CREATE:/tmp/from-host &
+sink=$!
 reply=$(echo "ping from the guest" | socat -t 10 -T 60 - VSOCK-CONNECT:2:1234)
 echo "GUEST_GOT=$reply"
-# Wait for the host's connection to the listener.
+# 4 MiB each way, far past the 256 KiB credit, with checksums.
+dd if=/dev/urandom of=/tmp/blob bs=1M count=4 2>/dev/null
+echo "G2H_SUM=$(sha256sum /tmp/blob | cut -d' ' -f1)"
+socat -u OPEN:/tmp/blob VSOCK-CONNECT:2:1235 && echo G2H_SENT=1
+# Wait for the host's connections to the listeners.
 i=0
-while kill -0 $listener 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
-echo LISTENER_DONE=$i
+while { kill -0 $echo_listener || kill -0 $sink; } 2>/dev/null && [ $i -lt 1800 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+echo "H2G_GOT_SUM=$(sha256sum /tmp/from-host | cut -d' ' -f1)"
+echo "H2G_GOT_SIZE=$(wc -c </tmp/from-host)"
 "#;
 
 const DRIVER: &str = r#"
-keel-sock listen v.sock_1234 --send 'pong from the host\n' --lines 1 --timeout 200 >g2h.txt &
+keel-sock listen v.sock_1234 --send 'pong from the host\n' --lines 1 --timeout 250 >g2h.txt &
 g2h=$!
+keel-sock listen v.sock_1235 --timeout 250 >g2h.bin &
+g2h_big=$!
+dd if=/dev/urandom of=h2g.bin bs=1M count=4 2>/dev/null
+echo "H2G_SUM=$(sha256sum h2g.bin | cut -d' ' -f1)"
 # The guest's listener comes up after boot: until then CONNECT is refused.
 i=0
 while [ $i -lt 400 ]; do
@@ -33,10 +48,16 @@ while [ $i -lt 400 ]; do
     sleep 0.5
     i=$((i + 1))
 done
+sed 's/^/H2G: /' h2g.txt
+keel-sock connect v.sock --send 'CONNECT 5001\n' --send-file h2g.bin --shut --timeout 200 >h2g-big.txt
+echo H2G_BIG_STATUS=$?
+sed 's/^/H2G_BIG: /' h2g-big.txt
 wait $g2h
 echo G2H_STATUS=$?
 echo "HOST_GOT=$(cat g2h.txt)"
-sed 's/^/H2G: /' h2g.txt
+wait $g2h_big
+echo G2H_BIG_STATUS=$?
+echo "G2H_GOT_SUM=$(sha256sum g2h.bin | cut -d' ' -f1)"
 "#;
 
 #[test]
@@ -82,6 +103,31 @@ fn guest_and_host_connect_to_each_other() {
         "{}",
         out.dump()
     );
+    // 4 MiB each way under flow control, unchanged.
+    let g2h = vm.value("G2H_SUM").unwrap_or_default();
+    assert_eq!(g2h.len(), 64, "{}", out.dump());
+    assert_eq!(out.value("G2H_GOT_SUM"), Some(g2h), "{}", out.dump());
+    assert_eq!(
+        out.value("G2H_BIG_STATUS").as_deref(),
+        Some("0"),
+        "{}",
+        out.dump()
+    );
+    let h2g = out.value("H2G_SUM").unwrap_or_default();
+    assert_eq!(h2g.len(), 64, "{}", out.dump());
+    assert_eq!(
+        out.value("H2G_BIG_STATUS").as_deref(),
+        Some("0"),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(
+        vm.value("H2G_GOT_SIZE").as_deref(),
+        Some("4194304"),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(vm.value("H2G_GOT_SUM"), Some(h2g), "{}", out.dump());
 }
 
 #[test]

@@ -3,13 +3,14 @@
 //! ports and vsock.
 //!
 //! ```text
-//! keel-sock connect PATH [--send TEXT] [--lines N] [--timeout SECS]
-//! keel-sock listen  PATH [--send TEXT] [--lines N] [--timeout SECS]
+//! keel-sock connect|listen PATH [--send TEXT] [--send-file FILE] [--shut]
+//!                               [--lines N] [--timeout SECS]
 //! ```
 //!
 //! `connect` retries until PATH accepts; `listen` binds PATH and takes one
-//! client. Then TEXT is written (`\n` in it is a newline) and what arrives
-//! is copied to stdout until N lines came (exit 0), the peer closes (exit 0
+//! client. Then TEXT is written (`\n` in it is a newline), then FILE's
+//! bytes, then with `--shut` the sending side is closed; what arrives is
+//! copied to stdout until N lines came (exit 0), the peer closes (exit 0
 //! without --lines, else 1) or the timeout passes (default 60 s; exit 1).
 //! Usage and socket errors: exit 2.
 
@@ -27,6 +28,8 @@ struct Opts {
     mode: String,
     path: String,
     send: Vec<u8>,
+    send_file: Option<String>,
+    shut: bool,
     lines: Option<usize>,
     timeout: Duration,
 }
@@ -42,13 +45,20 @@ fn parse() -> Option<Opts> {
         mode,
         path,
         send: Vec::new(),
+        send_file: None,
+        shut: false,
         lines: None,
         timeout: Duration::from_secs(60),
     };
     while let Some(flag) = args.next() {
+        if flag == "--shut" {
+            o.shut = true;
+            continue;
+        }
         let value = args.next()?;
         match flag.as_str() {
             "--send" => o.send = value.replace("\\n", "\n").into_bytes(),
+            "--send-file" => o.send_file = Some(value),
             "--lines" => o.lines = Some(value.parse().ok()?),
             "--timeout" => o.timeout = Duration::from_secs(value.parse().ok()?),
             _ => return None,
@@ -105,6 +115,16 @@ fn main() -> ExitCode {
     if let Err(e) = stream.write_all(&o.send) {
         eprintln!("keel-sock: write failed: {e}");
         return ExitCode::from(1);
+    }
+    if let Some(file) = &o.send_file {
+        let copied = std::fs::File::open(file).and_then(|mut f| std::io::copy(&mut f, &mut stream));
+        if let Err(e) = copied {
+            eprintln!("keel-sock: sending {file} failed: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    if o.shut {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
     }
     let mut out = std::io::stdout();
     let mut lines = 0usize;
