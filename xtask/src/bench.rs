@@ -284,12 +284,17 @@ fn time_to_marker(argv: &[String], marker: &str) -> Result<(f64, f64, u64)> {
 /// Stock-kernel boot in the rig: keel-vmm vs QEMU microvm and q35 in one L1.
 pub fn boot_rig(runs: usize) -> Result<Vec<Series>> {
     let vmm = release_keel_vmm()?;
-    let xtask = std::env::current_exe().context("Finding the xtask binary")?;
+    // A copy of this very binary (through /proc/self/exe, which works even
+    // when cargo has rebuilt the file since we started) runs inside L1.
+    let xtask = paths::target_dir().join(format!("keel-bench-{}", std::process::id()));
+    std::fs::copy("/proc/self/exe", &xtask).context("Copying the xtask binary")?;
+    let _cleanup = RemoveOnDrop(xtask.clone());
     let (cpus, memory) = (1, 512);
     let opts = RigOptions {
         timeout: Duration::from_secs(120 + 60 * runs as u64),
         keel_vmm: Some(vmm),
         files: vec![(xtask, "/usr/bin/keel-bench".to_string())],
+        with_qemu: true,
         ..RigOptions::default()
     };
     let script = format!("keel-bench bench-inner --runs {runs} --cpus {cpus} --memory {memory}");
@@ -327,6 +332,14 @@ pub fn boot_rig(runs: usize) -> Result<Vec<Series>> {
         bail!("The rig printed too few results:\n{}", out.output);
     }
     Ok(series)
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A markdown table with medians and ratios against the first series.

@@ -137,13 +137,17 @@ pub fn bench(which: &[String], runs: usize, write: bool) -> Result<()> {
         which.iter().map(String::as_str).collect()
     };
     for name in which {
-        let (series, what) = match name {
-            "boot-native" => (bench::boot_native(runs)?, "start → exit"),
-            "boot-rig" => (bench::boot_rig(runs)?, "start → boot marker"),
+        let (series, what, place) = match name {
+            "boot-native" => (bench::boot_native(runs)?, "start → exit", "natively"),
+            "boot-rig" => (
+                bench::boot_rig(runs)?,
+                "start → boot marker",
+                "inside the KVM rig (L1: QEMU TCG, -cpu EPYC,+svm, 2 vCPUs)",
+            ),
             other => anyhow::bail!("Unknown benchmark {other:?}: expected one of {all:?}"),
         };
         let body = format!(
-            "Measured {} on {}, {runs} interleaved runs each.\n\n{}",
+            "Measured {} {place} on {}, {runs} interleaved runs each.\n\n{}",
             chrono_free_date(),
             bench::machine(),
             bench::table(&series, what)
