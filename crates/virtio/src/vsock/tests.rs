@@ -489,42 +489,50 @@ fn receive_buffers_too_small_for_a_header_come_back_empty() {
 #[test]
 fn a_flood_of_refused_requests_stalls_the_queue_instead_of_growing() {
     let mut r = Rig::with_queue("floodrst", 256);
-    // No receive buffers: every answer must wait.
-    let flood = 1000u32;
-    let mut sent = 0u32;
-    let mut stalled_at = None;
-    while sent < flood {
+    // No receive buffers: every answer must wait. The device takes
+    // requests until MAX_CONTROL_PENDING answers wait, then stops.
+    let mut published = 0u32;
+    let mut consumed = 0usize;
+    while published < MAX_CONTROL_PENDING as u32 + 192 {
         for _ in 0..64 {
-            r.s.send_nokick(TX, &pkt(OP_REQUEST, 10_000 + sent, 1).to_bytes());
-            sent += 1;
+            r.s.send_nokick(TX, &pkt(OP_REQUEST, 10_000 + published, 1).to_bytes());
+            published += 1;
         }
         r.s.notify(TX);
-        std::thread::sleep(Duration::from_millis(20));
-        let taken = r.s.poll(TX).len();
-        if taken < 64 {
-            stalled_at = Some(sent);
-            break;
+        // Let the device take what it will.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(300) {
+            consumed += r.s.poll(TX).len();
+            if consumed == published as usize {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
-    assert!(
-        stalled_at.is_some(),
-        "the device kept taking requests it cannot answer"
+    assert_eq!(
+        consumed, MAX_CONTROL_PENDING,
+        "taken while no answer could go out"
     );
     r.status_ok();
-    // Buffers arrive: answers flow, the queue drains.
-    let mut rsts = 0;
+    // Buffers arrive: answers flow, the rest of the requests are taken and
+    // answered too.
+    let (mut rsts, mut given) = (0usize, 0usize);
     let start = Instant::now();
-    while rsts < stalled_at.unwrap() as usize - 64 {
-        r.give_rx(32);
-        std::thread::sleep(Duration::from_millis(5));
+    while rsts < published as usize {
+        if given - rsts < 128 {
+            r.give_rx(32);
+            given += 32;
+        }
+        std::thread::sleep(Duration::from_millis(2));
         for u in r.s.poll(RX) {
             let (h, _) = decode(&u);
             assert_eq!(h.op, OP_RST);
             rsts += 1;
         }
-        r.s.poll(TX);
+        consumed += r.s.poll(TX).len();
         assert!(start.elapsed() < TIMEOUT * 4, "{rsts} answers");
     }
+    assert_eq!(consumed, published as usize);
     r.status_ok();
 }
 
