@@ -585,3 +585,34 @@ fn reset_ends_connections_and_a_new_driver_works() {
     c.write_all(b"CONNECT 1\n").unwrap();
     assert_eq!(r.recv_one().0.op, OP_REQUEST);
 }
+
+#[test]
+fn host_clients_that_never_send_their_line_are_bounded() {
+    let mut r = Rig::new("pendinghost");
+    r.give_rx(8);
+    let extra = 8;
+    let clients: Vec<UnixStream> = (0..MAX_PENDING_HOST + extra)
+        .map(|_| UnixStream::connect(&r.path).unwrap())
+        .collect();
+    // The surplus is closed at once; the others wait for their line.
+    let mut closed = 0;
+    for c in &clients {
+        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut b = [0u8; 1];
+        if matches!((&*c).read(&mut b), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, extra);
+    // While the slots are taken, a new client is refused too.
+    let mut c = UnixStream::connect(&r.path).unwrap();
+    c.write_all(b"CONNECT 1\n").unwrap();
+    r.s.quiet(RX);
+    // The silent clients leave: the slots free up.
+    drop(clients);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut c = UnixStream::connect(&r.path).unwrap();
+    c.write_all(b"CONNECT 2\n").unwrap();
+    let (h, _) = r.recv_one();
+    assert_eq!((h.op, h.dst_port), (OP_REQUEST, 2));
+}
