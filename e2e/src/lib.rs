@@ -376,6 +376,8 @@ pub fn run_in_rig(
         timeout: timeout + Duration::from_secs(180),
         memory_mib: rig_memory_mib,
         keel_vmm: Some(keel_vmm().to_path_buf()),
+        // `args` may name either kernel.
+        guest_vmlinux: true,
         echo: std::env::var_os("KEEL_RIG_ECHO").is_some(),
         ..RigOptions::default()
     };
@@ -542,6 +544,7 @@ impl LinuxVm {
             memory_mib: self.rig_memory_mib,
             keel_vmm: Some(keel_vmm().to_path_buf()),
             files: self.rig_files.clone(),
+            guest_vmlinux: self.kernel == Kernel::Vmlinux,
             guest_bench: self.bench_tools,
             with_qemu: self.with_qemu,
             echo: std::env::var_os("KEEL_RIG_ECHO").is_some(),
@@ -859,6 +862,7 @@ impl Session {
             if let Step::Vm(vm) = step {
                 opts.files.extend(vm.rig_files.iter().cloned());
                 opts.guest_bench |= vm.bench_tools;
+                opts.guest_vmlinux |= vm.kernel == Kernel::Vmlinux;
                 opts.with_qemu |= vm.with_qemu;
                 let scripts = vm.l1_before.iter().chain(&vm.l1_after).count() as u64;
                 opts.timeout += Duration::from_secs(120 * scripts);

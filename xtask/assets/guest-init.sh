@@ -66,7 +66,7 @@ done
 
 interactive() {
     echo "keel-guest: shell on the console; 'poweroff' (or exit) powers the VM off"
-    setsid cttyhack sh -l
+    setsid cttyhack /bin/sh -l
 }
 
 if [ -z "$cmd" ]; then

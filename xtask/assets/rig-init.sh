@@ -13,6 +13,8 @@ mount -t devpts devpts /dev/pts 2>/dev/null
 # L2 guests may have more memory than L1 (e.g. 5 GiB in 4 GiB): untouched
 # guest memory costs nothing, so never refuse the mapping.
 echo 1 >/proc/sys/vm/overcommit_memory
+# Loopback, for helpers that talk to each other over 127.0.0.1.
+/bin/busybox ip link set lo up
 
 kver=$(uname -r)
 while read -r mod; do
@@ -30,9 +32,9 @@ fi
 
 cd /
 if [ -e /rig/interactive ]; then
-    setsid cttyhack sh /rig/cmd
+    setsid cttyhack /bin/sh /rig/cmd
 else
-    sh /rig/cmd </dev/null
+    /bin/sh /rig/cmd </dev/null
 fi
 echo "KEEL-RIG-EXIT=$?"
 sync

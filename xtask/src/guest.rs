@@ -46,16 +46,24 @@ pub const KERNEL_SPEC: Spec = Spec::DependencyOf {
     meta: "linux-image-cloud-amd64",
     prefix: "linux-image-",
 };
-/// Debian's dynamically linked busybox, not `busybox-static`: the static
-/// build's `sh` runs its own applets before it searches `$PATH`, so
-/// iproute2's `ip` would lose to busybox's (which has no `ip tuntap`).
-/// `/bin/sh` is busybox; /init runs `busybox --install -s`, which leaves
+/// `/bin/busybox` and its applets: the static build (no loader to run for
+/// each of the many commands the init scripts start, which counts under
+/// nested virtualization). /init runs `busybox --install -s`, which leaves
 /// the Debian programs in place.
-pub const BUSYBOX: ToolSet = ToolSet {
-    name: "busybox",
+pub const BUSYBOX_SPEC: Spec = Spec::Package("busybox-static");
+/// The shell, `/bin/sh` → [`SHELL_PATH`]: Debian's dynamically linked
+/// busybox, whose `sh` searches `$PATH` for commands. The static build's
+/// `sh` runs its own applets first, so iproute2's `ip` would lose to
+/// busybox's (which has no `ip tuntap`). Scripts that start a shell from a
+/// busybox applet (`timeout 9 sh -c …`) get the static one: name it
+/// `/bin/sh` there.
+pub const SHELL: ToolSet = ToolSet {
+    name: "shell",
     packages: &["busybox"],
     files: &["bin/busybox"],
 };
+/// Where [`SHELL`]'s busybox goes.
+pub const SHELL_PATH: &str = "bin/busybox-sh";
 
 /// The C runtime (the loader, libc, libm, libresolv, …) that every tool's
 /// programs load.
@@ -181,7 +189,7 @@ pub const FIO: ToolSet = ToolSet {
 };
 
 /// Programs in every test guest's initramfs.
-pub const GUEST_TOOLS: &[ToolSet] = &[C_RUNTIME, BUSYBOX, E2FSPROGS, IPROUTE2, SOCAT, IPERF3];
+pub const GUEST_TOOLS: &[ToolSet] = &[C_RUNTIME, SHELL, E2FSPROGS, IPROUTE2, SOCAT, IPERF3];
 /// Programs in the benchmark archive ([`bench_initramfs`]).
 pub const BENCH_TOOLS: &[ToolSet] = &[FIO];
 
@@ -260,10 +268,10 @@ pub fn build() -> Result<Guest> {
 /// Builds (or reuses) the guest in `<cache>/guest/`.
 pub fn build_in(cache: &Path) -> Result<Guest> {
     let _lock = FileLock::acquire(&cache.join(".guest.lock"))?;
-    let mut specs = vec![KERNEL_SPEC];
+    let mut specs = vec![KERNEL_SPEC, BUSYBOX_SPEC];
     specs.extend(tool_specs(GUEST_TOOLS));
     let unpacked = apt::fetch(cache, &specs)?;
-    let kernel_pkg = &unpacked[0];
+    let (kernel_pkg, busybox_pkg) = (&unpacked[0], &unpacked[1]);
     let kernel_release = kernel_release(&kernel_pkg.root)?;
     let dir = cache.join("guest");
     let guest = Guest {
@@ -296,9 +304,15 @@ pub fn build_in(cache: &Path) -> Result<Guest> {
         bail!("The extracted vmlinux has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)");
     }
     let cmos_toggle = assemble_static(&dir, "cmos-toggle", CMOS_TOGGLE)?;
-    let tools = tools::resolve(GUEST_TOOLS, &roots(&unpacked[1..]), &BTreeSet::new())
+    let tools = resolve_tools(GUEST_TOOLS, &roots(&unpacked[2..]), &BTreeSet::new())
         .context("Resolving the guest's tools")?;
-    let initramfs = initramfs(&kernel_pkg.root, &kernel_release, &cmos_toggle, &tools)?;
+    let initramfs = initramfs(
+        &kernel_pkg.root,
+        &kernel_release,
+        &busybox_pkg.root,
+        &cmos_toggle,
+        &tools,
+    )?;
     eprintln!(
         "xtask: guest initramfs {:.1} MiB ({:.1} MiB of tools unpacked)",
         initramfs.len() as f64 / MIB,
@@ -342,8 +356,8 @@ pub fn bench_initramfs_in(cache: &Path) -> Result<PathBuf> {
     let _ = fs::remove_file(&manifest_path);
     let roots = roots(&unpacked);
     let none = BTreeSet::new();
-    let base = tools::resolve(GUEST_TOOLS, &roots, &none)?;
-    let extra = tools::resolve(&all, &roots, &none)
+    let base = resolve_tools(GUEST_TOOLS, &roots, &none)?;
+    let extra = resolve_tools(&all, &roots, &none)
         .context("Resolving the benchmark tools")?
         .minus(&base);
     let mut out = fs::read(&guest.initramfs)
@@ -450,17 +464,33 @@ pub fn module_index(kernel_root: &Path, release: &str) -> Result<HashMap<String,
 }
 
 /// Adds the skeleton every initramfs of ours starts with: the directories,
-/// /dev/console and /bin/sh → busybox. /bin/busybox itself comes with its
-/// libraries as the [`BUSYBOX`] tool.
-pub fn add_busybox_base<W: Write>(cpio: &mut CpioWriter<W>) -> Result<()> {
+/// /dev/console, the static /bin/busybox and /bin/sh → the [`SHELL`] (which
+/// comes with its libraries among the tools: see [`resolve_tools`]).
+pub fn add_busybox_base<W: Write>(cpio: &mut CpioWriter<W>, busybox_root: &Path) -> Result<()> {
     for dir in [
         "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run", "etc", "root",
     ] {
         cpio.dir(dir, 0o755)?;
     }
     cpio.char_dev("dev/console", 0o600, 5, 1)?;
-    cpio.symlink("bin/sh", "busybox")?;
+    cpio.host_path(&busybox_root.join("bin/busybox"), "bin/busybox")?;
+    let shell = SHELL_PATH.rsplit('/').next().unwrap_or(SHELL_PATH);
+    cpio.symlink("bin/sh", shell)?;
     Ok(())
+}
+
+/// [`tools::resolve`], with the [`SHELL`]'s busybox moved to
+/// [`SHELL_PATH`] (`/bin/busybox` is the static one).
+pub fn resolve_tools(
+    sets: &[ToolSet],
+    roots: &[Root],
+    provided: &BTreeSet<String>,
+) -> Result<Bundle> {
+    let mut bundle = tools::resolve(sets, roots, provided)?;
+    if sets.iter().any(|s| s.name == SHELL.name) && !bundle.rename("bin/busybox", SHELL_PATH) {
+        bail!("The shell's busybox is missing from the resolved tools");
+    }
+    Ok(bundle)
 }
 
 /// Adds `modules` from the kernel package at `lib/modules/<release>/<name>.ko`
@@ -511,11 +541,12 @@ fn assemble_static(work_dir: &Path, name: &str, source: &str) -> Result<Vec<u8>>
 fn initramfs(
     kernel_root: &Path,
     release: &str,
+    busybox_root: &Path,
     cmos_toggle: &[u8],
     tools: &Bundle,
 ) -> Result<Vec<u8>> {
     let mut cpio = CpioWriter::new(GzEncoder::new(Vec::new(), flate2::Compression::default()));
-    add_busybox_base(&mut cpio)?;
+    add_busybox_base(&mut cpio, busybox_root)?;
     tools.write(&mut cpio)?;
     // e2fsck and mount look for mounted filesystems here.
     cpio.symlink("etc/mtab", "/proc/self/mounts")?;

@@ -52,6 +52,9 @@ enum Cmd {
         /// Bring /guest/initramfs-bench.cpio.gz (the guest's plus fio).
         #[arg(long)]
         guest_bench: bool,
+        /// Bring /guest/vmlinux (the ELF kernel) besides /guest/vmlinuz.
+        #[arg(long)]
+        guest_vmlinux: bool,
         /// The shell command to run in L1.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -159,6 +162,7 @@ fn run(cli: Cli) -> Result<u8> {
             interactive,
             with_qemu,
             guest_bench,
+            guest_vmlinux,
             command,
         } => {
             let files = files
@@ -179,6 +183,7 @@ fn run(cli: Cli) -> Result<u8> {
                 interactive,
                 with_qemu,
                 guest_bench,
+                guest_vmlinux,
                 ..RigOptions::default()
             };
             let started = std::time::Instant::now();

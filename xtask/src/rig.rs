@@ -38,7 +38,7 @@ const QEMU_VERSION: u32 = 1;
 /// Programs from Debian packages in L1 (busybox brings `nc`, `sha256sum`,
 /// `brctl`, …). Their C library is the host's (below), so `libc6` is not
 /// among the packages: the guest builder checks these sets with it.
-pub const RIG_TOOLS: &[ToolSet] = &[guest::BUSYBOX, guest::IPROUTE2, guest::SOCAT];
+pub const RIG_TOOLS: &[ToolSet] = &[guest::SHELL, guest::IPROUTE2, guest::SOCAT];
 
 /// QEMU in L1 ([`RigOptions::with_qemu`]): the host's own installed files,
 /// since it is the VMM we compare with, not a test guest.
@@ -89,8 +89,11 @@ pub struct RigOptions {
     /// The keel-vmm binary to bring to `/usr/bin/keel-vmm` (skipped when
     /// it does not exist); by default `target/debug/keel-vmm`.
     pub keel_vmm: Option<PathBuf>,
-    /// Bring the test guest to `/guest/{vmlinuz,vmlinux,initramfs.cpio.gz}`.
+    /// Bring the test guest to `/guest/{vmlinuz,initramfs.cpio.gz}`.
     pub guest: bool,
+    /// Also bring `/guest/vmlinux` (the ELF kernel, 50 MB that L1 unpacks
+    /// on every run: only when a test boots it).
+    pub guest_vmlinux: bool,
     /// Also bring `/guest/initramfs-bench.cpio.gz` (the guest's initramfs
     /// plus fio; see [`guest::bench_initramfs`]).
     pub guest_bench: bool,
@@ -113,6 +116,7 @@ impl Default for RigOptions {
             files: Vec::new(),
             keel_vmm: Some(paths::keel_vmm_debug()),
             guest: true,
+            guest_vmlinux: false,
             guest_bench: false,
             with_qemu: false,
             echo: false,
@@ -151,11 +155,10 @@ pub fn image_in(cache: &Path) -> Result<RigImage> {
     let base = dir.join("base.cpio.gz");
     let manifest_path = dir.join("manifest.txt");
     let libs = host_libs()?;
-    let specs: Vec<Spec> = tools::packages(RIG_TOOLS)
-        .into_iter()
-        .map(Spec::Package)
-        .collect();
-    let unpacked = apt::fetch(cache, &specs)?;
+    let mut specs = vec![guest::BUSYBOX_SPEC];
+    specs.extend(tools::packages(RIG_TOOLS).into_iter().map(Spec::Package));
+    let mut unpacked = apt::fetch(cache, &specs)?;
+    let busybox = unpacked.remove(0);
     let tools = rig_tools(&unpacked, &libs)?;
     let mut manifest = format!("# Keel rig L1 base; version {BASE_VERSION}\n");
     manifest.push_str(&fs::read_to_string(&guest.manifest).unwrap_or_default());
@@ -186,7 +189,7 @@ pub fn image_in(cache: &Path) -> Result<RigImage> {
     eprintln!("xtask: building the rig's L1 image");
     fs::create_dir_all(&dir).with_context(|| format!("Creating {}", dir.display()))?;
     let mut cpio = CpioWriter::new(GzEncoder::new(Vec::new(), flate2::Compression::fast()));
-    guest::add_busybox_base(&mut cpio)?;
+    guest::add_busybox_base(&mut cpio, &busybox.root)?;
     let missing = guest::add_modules(
         &mut cpio,
         &guest.kernel_root,
@@ -230,7 +233,7 @@ fn rig_tools(unpacked: &[apt::Unpacked], libs: &[(String, PathBuf)]) -> Result<B
         dir: "/".into(),
     });
     let provided = libs.iter().map(|(name, _)| name.clone()).collect();
-    tools::resolve(RIG_TOOLS, &roots, &provided).context("Resolving L1's tools")
+    guest::resolve_tools(RIG_TOOLS, &roots, &provided).context("Resolving L1's tools")
 }
 
 /// `hostfile <path> sha256:<sum>` for the bundle's files outside `cache`.
@@ -397,8 +400,10 @@ fn per_run_initramfs(image: &RigImage, opts: &RigOptions, script: &str) -> Resul
     }
     if opts.guest {
         cpio.host_path(&image.guest.vmlinuz, "guest/vmlinuz")?;
-        cpio.host_path(&image.guest.vmlinux, "guest/vmlinux")?;
         cpio.host_path(&image.guest.initramfs, "guest/initramfs.cpio.gz")?;
+    }
+    if opts.guest && opts.guest_vmlinux {
+        cpio.host_path(&image.guest.vmlinux, "guest/vmlinux")?;
     }
     if opts.guest_bench {
         cpio.host_path(&guest::bench_initramfs()?, "guest/initramfs-bench.cpio.gz")?;

@@ -102,6 +102,17 @@ impl Bundle {
         Ok(total)
     }
 
+    /// Moves the entry at `from` to `to`; false when there is none.
+    pub fn rename(&mut self, from: &str, to: &str) -> bool {
+        match self.entries.remove(from) {
+            Some(entry) => {
+                self.entries.insert(to.to_string(), entry);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// This bundle without the entries `other` already has at the same path.
     pub fn minus(&self, other: &Bundle) -> Bundle {
         Bundle {
