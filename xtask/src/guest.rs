@@ -598,6 +598,37 @@ mod tests {
     }
 
     #[test]
+    fn the_shell_busybox_moves_aside_for_the_static_one() {
+        let dir = std::env::temp_dir().join(format!("xtask-guest-shell-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("bin")).unwrap();
+        fs::copy("/bin/sh", dir.join("bin/busybox")).unwrap();
+        let roots = [Root {
+            name: "busybox".into(),
+            dir: dir.clone(),
+        }];
+        // The host's C library stands in for libc6's.
+        let host = Root {
+            name: "host".into(),
+            dir: "/".into(),
+        };
+        let bundle = resolve_tools(&[SHELL], &[roots[0].clone(), host], &BTreeSet::new()).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(bundle.entries.contains_key(SHELL_PATH), "{bundle:?}");
+        assert!(!bundle.entries.contains_key("bin/busybox"));
+        assert!(bundle
+            .entries
+            .contains_key("lib/x86_64-linux-gnu/libc.so.6"));
+        // Every tool set names its packages, and the C runtime is among them.
+        let packages = tools::packages(GUEST_TOOLS);
+        assert!(packages.contains(&"libc6") && packages.contains(&"busybox"));
+        assert!(GUEST_TOOLS
+            .iter()
+            .chain(BENCH_TOOLS)
+            .all(|t| !t.packages.is_empty()));
+    }
+
+    #[test]
     fn init_scripts_are_valid_sh() {
         for script in [GUEST_INIT, POWER_BUTTON, PROFILE] {
             let status = std::process::Command::new("sh")
