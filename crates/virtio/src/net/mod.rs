@@ -33,7 +33,7 @@ pub use device::{Net, NetStats, QUEUE_SIZE};
 pub use header::{check_tx_frame, NetHdr, TxFrameError, HDR_LEN, MAX_FRAME_LEN};
 pub use mac::{MacAddr, MacError, KEEL_MAC_PREFIX};
 pub use tap::{check_name, Tap, TapError, TUN_PATH};
-pub use worker::{split_frame, tun_offloads};
+pub use worker::{check_rx_chain, check_tx_chain, split_frame, tun_offloads, NetChainError};
 
 /// virtio-net feature bits as masks.
 pub mod features {

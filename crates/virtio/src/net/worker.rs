@@ -140,30 +140,26 @@ impl IoVecs {
     }
 }
 
-/// Why a receive chain was returned unused.
-#[derive(Debug)]
-enum RxChainError {
-    Chain(ChainError),
+/// Why a chain is not used as it is (a receive chain goes back unused, a
+/// transmit chain's frame is dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NetChainError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error("Receive chain has device-readable buffers")]
     Readable,
+    #[error("Receive chain of {0} bytes is too small")]
     TooSmall(u32),
+    #[error("Transmit chain has device-writable buffers")]
+    Writable,
+    #[error(transparent)]
+    Frame(#[from] TxFrameError),
 }
 
-impl std::fmt::Display for RxChainError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RxChainError::Chain(e) => e.fmt(f),
-            RxChainError::Readable => f.write_str("Receive chain has device-readable buffers"),
-            RxChainError::TooSmall(n) => write!(f, "Receive chain of {n} bytes is too small"),
-        }
-    }
-}
-
-/// Why a transmit chain was dropped.
+/// Why a transmit chain's frame was dropped.
 #[derive(Debug)]
 enum TxDrop {
-    Chain(ChainError),
-    Writable,
-    Frame(TxFrameError),
+    Chain(NetChainError),
     Backend(io::Error),
 }
 
@@ -171,35 +167,70 @@ impl std::fmt::Display for TxDrop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TxDrop::Chain(e) => e.fmt(f),
-            TxDrop::Writable => f.write_str("Transmit chain has device-writable buffers"),
-            TxDrop::Frame(e) => e.fmt(f),
             TxDrop::Backend(e) => write!(f, "The backend refused it: {e}"),
         }
     }
 }
 
-fn rx_chain(
+/// Checks a receive chain (`checked` is [`chain::validate`]'s verdict):
+/// device-writable buffers only, at least a header (and, without mergeable
+/// buffers, an Ethernet header) of room. Its non-empty buffers are left in
+/// `descs`; returns their total length.
+pub fn check_rx_chain(
     chain: &Chain<'_>,
     checked: Result<ChainInfo, ChainError>,
-    min_len: usize,
-) -> Result<RxBuf, RxChainError> {
-    let info = checked.map_err(RxChainError::Chain)?;
+    mrg: bool,
+    descs: &mut Vec<(GuestAddress, u32)>,
+) -> Result<usize, NetChainError> {
+    let info = checked?;
     if info.readable > 0 {
-        return Err(RxChainError::Readable);
+        return Err(NetChainError::Readable);
     }
+    let min_len = if mrg {
+        HDR_LEN
+    } else {
+        HDR_LEN + MIN_FRAME_LEN
+    };
     if (info.writable as usize) < min_len {
-        return Err(RxChainError::TooSmall(info.writable));
+        return Err(NetChainError::TooSmall(info.writable));
     }
-    let descs = chain
-        .clone()
-        .filter(|d| d.len() > 0)
-        .map(|d| (d.addr(), d.len()))
-        .collect();
-    Ok(RxBuf {
-        head: chain.head_index(),
-        descs,
-        len: info.writable as usize,
-    })
+    descs.clear();
+    descs.extend(
+        chain
+            .clone()
+            .filter(|d| d.len() > 0)
+            .map(|d| (d.addr(), d.len())),
+    );
+    Ok(info.writable as usize)
+}
+
+/// Checks a transmit chain (`checked` is [`chain::validate`]'s verdict):
+/// device-readable buffers only, and a frame [`check_tx_frame`] accepts
+/// under the features `acked`. Its non-empty buffers are left in `descs`;
+/// returns the frame's length, header included.
+pub fn check_tx_chain(
+    mem: &GuestMemoryMmap,
+    chain: &Chain<'_>,
+    checked: Result<ChainInfo, ChainError>,
+    acked: u64,
+    descs: &mut Vec<(GuestAddress, u32)>,
+) -> Result<usize, NetChainError> {
+    let info = checked?;
+    if info.writable > 0 {
+        return Err(NetChainError::Writable);
+    }
+    descs.clear();
+    descs.extend(
+        chain
+            .clone()
+            .filter(|d| d.len() > 0)
+            .map(|d| (d.addr(), d.len())),
+    );
+    let mut hdr = [0u8; HDR_LEN];
+    read_prefix(mem, descs, &mut hdr);
+    let len = info.readable as usize;
+    check_tx_frame(&hdr, len, acked)?;
+    Ok(len)
 }
 
 /// Copies the first bytes of a chain's readable buffers into `out`
@@ -318,11 +349,6 @@ impl NetHandler {
     /// whether chains were returned unused.
     fn fill_rx(&mut self, ctx: &mut WorkerContext, pos: usize) -> Result<bool, QueueError> {
         let mrg = self.mrg();
-        let min_len = if mrg {
-            HDR_LEN
-        } else {
-            HDR_LEN + MIN_FRAME_LEN
-        };
         let mem = &ctx.mem;
         let q = &mut ctx.queues[pos];
         let mut returned = false;
@@ -351,11 +377,12 @@ impl NetHandler {
             }
             let head = chain.head_index();
             let checked = chain::validate(&chain, q.size());
-            match rx_chain(&chain, checked, min_len) {
-                Ok(buf) => {
-                    self.rx_room += buf.len;
-                    self.rx_descs += buf.descs.len();
-                    self.rx_bufs.push_back(buf);
+            let mut descs = Vec::new();
+            match check_rx_chain(&chain, checked, mrg, &mut descs) {
+                Ok(len) => {
+                    self.rx_room += len;
+                    self.rx_descs += descs.len();
+                    self.rx_bufs.push_back(RxBuf { head, descs, len });
                 }
                 Err(e) => {
                     self.stats.bad_rx_chains.fetch_add(1, Ordering::Relaxed);
@@ -487,32 +514,6 @@ impl NetHandler {
         Ok(())
     }
 
-    /// Checks a transmit chain; its readable buffers are left in
-    /// `self.tx_descs`. Returns the frame length (header included).
-    fn tx_chain(
-        &mut self,
-        mem: &GuestMemoryMmap,
-        chain: &Chain<'_>,
-        checked: Result<ChainInfo, ChainError>,
-    ) -> Result<usize, TxDrop> {
-        let info = checked.map_err(TxDrop::Chain)?;
-        if info.writable > 0 {
-            return Err(TxDrop::Writable);
-        }
-        self.tx_descs.clear();
-        self.tx_descs.extend(
-            chain
-                .clone()
-                .filter(|d| d.len() > 0)
-                .map(|d| (d.addr(), d.len())),
-        );
-        let mut hdr = [0u8; HDR_LEN];
-        read_prefix(mem, &self.tx_descs, &mut hdr);
-        let len = info.readable as usize;
-        check_tx_frame(&hdr, len, self.features).map_err(TxDrop::Frame)?;
-        Ok(len)
-    }
-
     /// Sends the frame in `descs`; `Ok(false)` when the backend would block.
     fn send(
         &mut self,
@@ -523,7 +524,7 @@ impl NetHandler {
         self.iovs.0.clear();
         if self.iovs.build(mem, descs, usize::MAX) != len {
             self.iovs.0.clear();
-            return Err(TxDrop::Chain(ChainError::TooLong(IOV_MAX as u16)));
+            return Err(TxDrop::Chain(ChainError::TooLong(IOV_MAX as u16).into()));
         }
         // SAFETY: the iovecs were just built from the readable buffers of a
         // validated chain in guest memory (kept mapped by the worker's
@@ -579,8 +580,9 @@ impl NetHandler {
                 while let Some(chain) = q.pop(mem)? {
                     let head = chain.head_index();
                     let checked = chain::validate(&chain, size);
-                    match self.tx_chain(mem, &chain, checked) {
-                        Err(why) => self.drop_tx(why),
+                    let r = check_tx_chain(mem, &chain, checked, self.features, &mut self.tx_descs);
+                    match r {
+                        Err(why) => self.drop_tx(TxDrop::Chain(why)),
                         Ok(len) => {
                             let descs = std::mem::take(&mut self.tx_descs);
                             match self.send(mem, &descs, len) {
