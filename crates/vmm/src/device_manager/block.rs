@@ -192,7 +192,10 @@ mod tests {
         let err = open_disks(&disks).err().unwrap();
         assert_eq!(err.index, 1);
         assert_eq!(err.to_string(), "Cannot use disk 1");
-        assert!(err.source.to_string().contains("/nonexistent/keel.img"), "{err:?}");
+        assert!(
+            err.source.to_string().contains("/nonexistent/keel.img"),
+            "{err:?}"
+        );
         let opened = open_disks(&disks[..1]).unwrap();
         assert_eq!(opened[0].size(), 1 << 20);
         let dev = block_device(0, &disks[0], opened[0].clone(), 4).unwrap();
