@@ -558,7 +558,7 @@ ip addr add 10.0.3.1/24 dev ktap0
         "-netdev",
         "tap,id=n0,ifname=ktap0,script=no,downscript=no,vhost=off",
         "-device",
-        &format!("virtio-net-pci,netdev=n0,mac={mac}"),
+        &format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -599,4 +599,38 @@ ip addr add 10.0.3.1/24 dev ktap0
             64.0 / d
         );
     }
+}
+
+/// Bad `--net` values and TAPs that cannot be opened: status 2 and one line
+/// naming the problem, before any VM exists (runs here, no KVM needed; the
+/// only TAP it touches is `lo`, which is not one, so nothing is created).
+#[test]
+fn bad_net_flags_exit_2_with_one_line() {
+    let kernel = guest::build().expect("building the test guest").vmlinuz;
+    let kernel = kernel.display().to_string();
+    for (net, keyword) in [
+        ("tap=averyveryverylongname", "too long"),
+        ("tap=a/b", "not valid"),
+        ("tap=x,mac=01:00:5e:00:00:01", "multicast"),
+        ("tap=x,mac=02:6b:65", "invalid mac"),
+        ("tap=x,bridge=br0", "unknown key 'bridge'"),
+        ("mac=02:6b:65:00:00:01", "'tap' is required"),
+        ("tap=lo", "tap lo"),
+    ] {
+        let out = e2e::run_keel_vmm(&["--kernel", &kernel, "--serial", "off", "--net", net]);
+        assert_eq!(out.status, Some(2), "{net}: {}", out.dump());
+        let err = out.stderr.trim_end();
+        assert_eq!(err.lines().count(), 1, "{net}: {}", out.dump());
+        assert!(
+            err.to_lowercase().contains(keyword),
+            "{net}: {}",
+            out.dump()
+        );
+    }
+    // The same TAP twice is refused before either is opened.
+    let out = e2e::run_keel_vmm(&[
+        "--kernel", &kernel, "--serial", "off", "--net", "tap=lo", "--net", "tap=lo",
+    ]);
+    assert_eq!(out.status, Some(2), "{}", out.dump());
+    assert!(out.stderr.contains("more than one --net"), "{}", out.dump());
 }
