@@ -36,7 +36,7 @@ fn cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// Run time of the `virtio-net` worker thread (schedstat, ns).
+/// Run time of the device's worker thread, `net-socket` (schedstat, ns).
 fn device_cpu_time() -> Duration {
     let mut total = 0u64;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -44,7 +44,7 @@ fn device_cpu_time() -> Duration {
     };
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != "virtio-net" {
+        if comm.trim() != "net-socket" {
             continue;
         }
         let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();

@@ -37,6 +37,9 @@ pub trait NetBackend: Send + Sync {
 
     /// One line for logs (`TAP keel0`).
     fn describe(&self) -> String;
+
+    /// A short name (the interface's), for the worker thread: `net-<name>`.
+    fn name(&self) -> &str;
 }
 
 /// The longest iovec array one call takes (Linux's `UIO_MAXIOV`).
@@ -190,6 +193,10 @@ impl NetBackend for SocketBackend {
 
     fn describe(&self) -> String {
         "socket pair".to_string()
+    }
+
+    fn name(&self) -> &str {
+        "socket"
     }
 }
 

@@ -111,8 +111,9 @@ impl VirtioDevice for Net {
             activation.features,
             self.stats.clone(),
         );
-        let handle =
-            worker::spawn("virtio-net", activation, handler).map_err(ActivateError::Worker)?;
+        // Thread names show 15 characters: `net-keel0`.
+        let name = format!("net-{}", self.backend.name());
+        let handle = worker::spawn(&name, activation, handler).map_err(ActivateError::Worker)?;
         self.worker = Some(handle);
         Ok(())
     }

@@ -234,6 +234,10 @@ impl NetBackend for Tap {
         Ok(())
     }
 
+    fn name(&self) -> &str {
+        &self.name
+    }
+
     fn describe(&self) -> String {
         if self.created {
             format!("TAP {} (created by keel-vmm)", self.name)

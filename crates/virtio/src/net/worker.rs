@@ -346,13 +346,20 @@ impl NetHandler {
 
     /// Takes receive chains from the ring until there is room for a frame
     /// or the ring is empty (notifications are then enabled). Returns
-    /// whether chains were returned unused.
+    /// whether chains were returned unused. A guest that keeps offering
+    /// malformed chains gets two rounds of the ring per call; the queue
+    /// then kicks itself so other events get a turn.
     fn fill_rx(&mut self, ctx: &mut WorkerContext, pos: usize) -> Result<bool, QueueError> {
         let mrg = self.mrg();
         let mem = &ctx.mem;
         let q = &mut ctx.queues[pos];
         let mut returned = false;
+        let mut bad = 0usize;
         loop {
+            if bad >= 2 * usize::from(q.size()) {
+                let _ = q.kick().write(1);
+                return Ok(returned);
+            }
             let enough = if mrg {
                 self.rx_room >= RX_ROOM || self.rx_descs >= IOV_MAX / 2
             } else {
@@ -389,6 +396,7 @@ impl NetHandler {
                     self.log_drop("returned a receive buffer unused", &e);
                     q.add_used(mem, head, 0)?;
                     returned = true;
+                    bad += 1;
                 }
             }
         }
