@@ -60,7 +60,7 @@ pub fn test(extra: &[String]) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     run_inherited(cargo().args(["build", "--workspace", "--all-targets"]))?;
-    run_inherited(cargo().args(["test", "--workspace"]).args(extra))?;
+    run_inherited(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(extra))?;
     if let Some(seconds) = fuzz_seconds.filter(|s| *s > 0) {
         let started = std::time::Instant::now();
         crate::fuzz::run(seconds, &[])?;
@@ -126,31 +126,42 @@ pub fn run(cpus: u32, memory: &str) -> Result<i32> {
 }
 
 /// `cargo xtask bench`: runs the benchmarks named in `which` (all when
-/// empty), prints their tables and, with `write`, puts them into
-/// docs/benchmarks.md.
+/// empty; see [`crate::bench::ALL`]), prints their tables and, with
+/// `write`, puts them into docs/benchmarks.md. Each report says when and
+/// where it was measured, the commit, and this machine's load average
+/// before and after (its cores are shared).
 pub fn bench(which: &[String], runs: usize, write: bool) -> Result<()> {
     use crate::bench;
-    let all = ["boot-native", "boot-rig"];
+    if runs == 0 {
+        anyhow::bail!("--runs 0: expected at least one run");
+    }
     let which: Vec<&str> = if which.is_empty() {
-        all.to_vec()
+        bench::ALL.to_vec()
     } else {
         which.iter().map(String::as_str).collect()
     };
+    if let Some(bad) = which.iter().find(|w| !bench::ALL.contains(w)) {
+        anyhow::bail!(
+            "Unknown benchmark {bad:?}: expected one of {:?}",
+            bench::ALL
+        );
+    }
     for name in which {
-        let (series, what, place) = match name {
-            "boot-native" => (bench::boot_native(runs)?, "start → exit", "natively"),
-            "boot-rig" => (
-                bench::boot_rig(runs)?,
-                "start → boot marker",
-                "inside the KVM rig (L1: QEMU TCG, -cpu EPYC,+svm, 2 vCPUs)",
-            ),
-            other => anyhow::bail!("Unknown benchmark {other:?}: expected one of {all:?}"),
-        };
+        let load = |l: Option<f64>| l.map_or("?".to_string(), |l| format!("{l:.2}"));
+        let before = bench::load_average();
+        let started = std::time::Instant::now();
+        let outcome = bench::run(name, runs)?;
         let body = format!(
-            "Measured {} {place} on {}, {runs} interleaved runs each.\n\n{}",
+            "Measured {} {} on {}, {runs} interleaved runs each, commit {}; \
+             1-minute load average {} before, {} after ({:.0} s).\n\n{}",
             chrono_free_date(),
+            outcome.place,
             bench::machine(),
-            bench::table(&series, what)
+            bench::commit(),
+            load(before),
+            load(bench::load_average()),
+            started.elapsed().as_secs_f64(),
+            outcome.table
         );
         println!("## {name}\n\n{body}");
         if write {
