@@ -2,9 +2,9 @@
 //! `kvm-amd` gives a hardware-style `/dev/kvm` on which stock kernels boot
 //! (see shared/RIG.md). The host's binaries and the test guest go into L1
 //! through its initramfs: a cached base archive (busybox, the KVM modules,
-//! the host's C libraries, iproute2's `ip` and socat from Debian packages,
-//! /init), with [`RigOptions::with_qemu`] a cached archive with the host's
-//! QEMU, and a per-run archive, concatenated.
+//! the host's C libraries, iproute2's `ip`, socat, e2fsprogs and iperf3
+//! from Debian packages, /init), with [`RigOptions::with_qemu`] a cached
+//! archive with the host's QEMU, and a per-run archive, concatenated.
 //!
 //! ```text
 //! host ── QEMU TCG (-cpu EPYC,+svm) ── L1: /init → insmod kvm-amd → sh /rig/cmd
@@ -36,9 +36,18 @@ const BASE_VERSION: u32 = 2;
 const QEMU_VERSION: u32 = 1;
 
 /// Programs from Debian packages in L1 (busybox brings `nc`, `sha256sum`,
-/// `brctl`, …). Their C library is the host's (below), so `libc6` is not
-/// among the packages: the guest builder checks these sets with it.
-pub const RIG_TOOLS: &[ToolSet] = &[guest::SHELL, guest::IPROUTE2, guest::SOCAT];
+/// `brctl`, `losetup`, …): iproute2's `ip`, socat, e2fsprogs (`mkfs.ext4`
+/// for scratch filesystems, e.g. the block benchmark's images) and iperf3
+/// (the network benchmark's L1 end). Their C library is the host's (below),
+/// so `libc6` is not among the packages: the guest builder checks these
+/// sets with it.
+pub const RIG_TOOLS: &[ToolSet] = &[
+    guest::SHELL,
+    guest::IPROUTE2,
+    guest::SOCAT,
+    guest::E2FSPROGS,
+    guest::IPERF3,
+];
 
 /// QEMU in L1 ([`RigOptions::with_qemu`]): the host's own installed files,
 /// since it is the VMM we compare with, not a test guest.

@@ -60,7 +60,11 @@ pub fn test(extra: &[String]) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     run_inherited(cargo().args(["build", "--workspace", "--all-targets"]))?;
-    run_inherited(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(extra))?;
+    run_inherited(
+        cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(extra),
+    )?;
     if let Some(seconds) = fuzz_seconds.filter(|s| *s > 0) {
         let started = std::time::Instant::now();
         crate::fuzz::run(seconds, &[])?;

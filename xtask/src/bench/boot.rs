@@ -1,5 +1,4 @@
-//! `cargo xtask bench`: keel-vmm side by side with QEMU in the same run,
-//! interleaved, reported as medians and ratios in docs/benchmarks.md.
+//! Boot benchmarks.
 //!
 //! - `boot-native`: the PVH payload on this machine's /dev/kvm, process
 //!   start → exit and peak RSS, keel-vmm vs QEMU `-M microvm`.
@@ -11,17 +10,16 @@
 //! spawns the VMMs and timestamps the marker on their console output.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::{median, release_keel_vmm, RemoveOnDrop};
 use crate::guest;
 use crate::paths;
 use crate::payload::{self, Payload};
 use crate::rig::{self, RigOptions};
-use crate::util::run_inherited;
 
 /// One measured run of one VMM.
 #[derive(Clone, Copy, Debug)]
@@ -65,15 +63,6 @@ fn measure(cmd: &mut Command) -> Result<(Sample, i32)> {
     ))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// Results of one VMM over all runs.
 pub struct Series {
     pub name: String,
@@ -92,16 +81,6 @@ impl Series {
                 .collect(),
         )
     }
-}
-
-fn release_keel_vmm() -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run_inherited(
-        Command::new(cargo)
-            .current_dir(paths::workspace_root())
-            .args(["build", "--quiet", "--release", "-p", "keel-vmm"]),
-    )?;
-    Ok(paths::target_dir().join("release/keel-vmm"))
 }
 
 /// Builds the command line of one VMM run.
@@ -334,14 +313,6 @@ pub fn boot_rig(runs: usize) -> Result<Vec<Series>> {
     Ok(series)
 }
 
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// A markdown table with medians and ratios against the first series.
 pub fn table(series: &[Series], what: &str) -> String {
     let base = &series[0];
@@ -360,65 +331,4 @@ pub fn table(series: &[Series], what: &str) -> String {
         ));
     }
     t
-}
-
-/// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`
-/// in docs/benchmarks.md.
-pub fn write_section(name: &str, body: &str) -> Result<()> {
-    let path = paths::workspace_root().join("docs/benchmarks.md");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("Reading {}", path.display()))?;
-    let updated = replace_section(&text, name, body)
-        .with_context(|| format!("{} has no bench:{name} markers", path.display()))?;
-    crate::util::write_atomic(&path, updated.as_bytes())
-}
-
-fn replace_section(text: &str, name: &str, body: &str) -> Option<String> {
-    let open = format!("<!-- bench:{name} -->");
-    let close = format!("<!-- /bench:{name} -->");
-    let start = text.find(&open)? + open.len();
-    let end = start + text[start..].find(&close)?;
-    Some(format!("{}\n{}{}", &text[..start], body, &text[end..]))
-}
-
-/// A one-line description of this machine, for the report.
-pub fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kvm = if Path::new("/sys/module/kvm_pvm").exists() {
-        "PVM /dev/kvm"
-    } else {
-        "/dev/kvm"
-    };
-    format!("{cpu}, {} cores, {kvm}", num_cpus())
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
-
-    #[test]
-    fn sections_are_replaced_between_markers() {
-        let doc = "a\n<!-- bench:x -->\nold\n<!-- /bench:x -->\nb\n";
-        let new = replace_section(doc, "x", "new\n").unwrap();
-        assert_eq!(new, "a\n<!-- bench:x -->\nnew\n<!-- /bench:x -->\nb\n");
-        assert!(replace_section(doc, "y", "z").is_none());
-    }
 }

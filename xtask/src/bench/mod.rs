@@ -1,0 +1,508 @@
+//! `cargo xtask bench`: keel-vmm side by side with QEMU in the same run,
+//! interleaved, reported as medians and ratios in docs/benchmarks.md.
+//!
+//! - `boot-native`, `boot-rig` ([`boot`]): process start → exit of the PVH
+//!   payload natively, and start → the guest's boot marker for the stock
+//!   kernel in the KVM rig.
+//! - `blk-rig` ([`blk`]): fio in the guest inside one L1, on a raw and a
+//!   qcow2 image on ext4 on a RAM disk, keel-vmm vs QEMU virtio-blk-pci
+//!   with `cache=none,aio=native` and with its defaults.
+//! - `net-rig` ([`net`]): iperf3 between the guest and L1 over one TAP,
+//!   keel-vmm vs QEMU's userspace virtio-net.
+//! - `devices-native` ([`devices`]): the virtio crate's in-process device
+//!   benchmarks (no guest, no QEMU), the baseline for later changes.
+//!
+//! Rig timings are emulated (L1 runs under QEMU TCG): compare VMMs only
+//! within one run. The rig benchmarks print `BENCH <vmm> …` lines from L1,
+//! parsed into a [`Grid`] here.
+
+pub mod blk;
+pub mod boot;
+pub mod devices;
+pub mod net;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+pub use boot::{boot_native, boot_rig, inner, table, Sample, Series};
+
+use crate::paths;
+use crate::util::run_inherited;
+
+/// Every benchmark `cargo xtask bench` knows, in the order it runs them.
+pub const ALL: &[&str] = &[
+    "boot-native",
+    "boot-rig",
+    "blk-rig",
+    "net-rig",
+    "devices-native",
+];
+
+/// What one benchmark gave: where it ran and its markdown table.
+pub struct Outcome {
+    /// "natively", "inside the KVM rig (…)".
+    pub place: &'static str,
+    pub table: String,
+}
+
+/// Runs the benchmark `name` with `runs` measured runs per VMM.
+pub fn run(name: &str, runs: usize) -> Result<Outcome> {
+    const RIG: &str = "inside the KVM rig (L1: QEMU TCG, -cpu EPYC,+svm, 2 vCPUs, 4 GiB)";
+    Ok(match name {
+        "boot-native" => Outcome {
+            place: "natively",
+            table: table(&boot_native(runs)?, "start → exit"),
+        },
+        "boot-rig" => Outcome {
+            place: RIG,
+            table: table(&boot_rig(runs)?, "start → boot marker"),
+        },
+        "blk-rig" => Outcome {
+            place: RIG,
+            table: blk::run(runs)?,
+        },
+        "net-rig" => Outcome {
+            place: RIG,
+            table: net::run(runs)?,
+        },
+        "devices-native" => Outcome {
+            place: "natively",
+            table: devices::run(runs)?,
+        },
+        other => bail!("Unknown benchmark {other:?}: expected one of {ALL:?}"),
+    })
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+pub(crate) fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(paths::workspace_root());
+    cmd
+}
+
+/// Builds keel-vmm in release mode (what the numbers are about).
+pub(crate) fn release_keel_vmm() -> Result<PathBuf> {
+    run_inherited(cargo().args(["build", "--quiet", "--release", "-p", "keel-vmm"]))?;
+    Ok(paths::target_dir().join("release/keel-vmm"))
+}
+
+/// Shows L1's console live when `KEEL_RIG_ECHO` is set (as the tests do).
+pub(crate) fn rig_echo() -> bool {
+    std::env::var_os("KEEL_RIG_ECHO").is_some()
+}
+
+pub(crate) struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The kernel command line for benchmark guests: quiet, run `cmd`, power off.
+pub(crate) fn guest_cmdline(cmd: &str) -> String {
+    format!(
+        "console=ttyS0 reboot=k panic=1 quiet {}",
+        crate::guest::cmdline_args(cmd, crate::guest::Then::Poweroff)
+    )
+}
+
+/// The guest's vCPUs and memory (MiB) in the rig benchmarks.
+pub(crate) const GUEST_CPUS: u32 = 1;
+pub(crate) const GUEST_MEMORY_MIB: u32 = 512;
+
+/// keel-vmm's arguments in L1: the test guest with `initrd`, running `cmd`,
+/// plus `devices`.
+pub(crate) fn keel_argv(initrd: &str, cmd: &str, devices: &[String]) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "keel-vmm",
+        "--kernel",
+        "/guest/vmlinuz",
+        "--initrd",
+        initrd,
+        "--cpus",
+        &GUEST_CPUS.to_string(),
+        "--memory",
+        &format!("{GUEST_MEMORY_MIB}M"),
+        "--cmdline",
+        &guest_cmdline(cmd),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.extend_from_slice(devices);
+    argv
+}
+
+/// QEMU's arguments in L1 (`-M q35`, KVM): the same guest as [`keel_argv`].
+pub(crate) fn qemu_argv(initrd: &str, cmd: &str, devices: &[String]) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "qemu-system-x86_64",
+        "-M",
+        "q35",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-smp",
+        &GUEST_CPUS.to_string(),
+        "-m",
+        &GUEST_MEMORY_MIB.to_string(),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+        "/guest/vmlinuz",
+        "-initrd",
+        initrd,
+        "-append",
+        &guest_cmdline(cmd),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.extend_from_slice(devices);
+    argv
+}
+
+/// Shell for L1: `run_vm INDEX NAME PREFIX COUNT ARGV…` runs one VMM (killed
+/// after 15 minutes), prints the guest's `PREFIX …` console lines as
+/// `BENCH INDEX …` (and its `INFO …` lines as `INFO INDEX …`), and ends the
+/// script unless the VMM exited 0 with COUNT `PREFIX` lines.
+pub(crate) const RUN_VM_SH: &str = r#"
+run_vm() {
+    idx=$1 name=$2 prefix=$3 count=$4
+    shift 4
+    echo "bench: $name (L1 uptime $(cut -d' ' -f1 /proc/uptime) s)"
+    timeout -s KILL 900 "$@" >vm.out 2>vm.err </dev/null
+    st=$?
+    tr -d '\r' <vm.out >vm.txt
+    n=$(grep -c "^$prefix " vm.txt)
+    if [ $st -ne 0 ] || [ "$n" -ne "$count" ]; then
+        echo "bench: $name failed: exit status $st, $n of $count results"
+        tail -n 40 vm.txt
+        tail -n 20 vm.err
+        exit 1
+    fi
+    grep "^$prefix " vm.txt | sed "s/^$prefix /BENCH $idx /"
+    grep "^INFO " vm.txt | sed "s/^INFO /INFO $idx /"
+}
+"#;
+
+/// `run_vm` calls for `runs` rounds over `vmms` (name, argv), the order
+/// rotating each round so that no VMM always goes first.
+pub(crate) fn rounds_sh(
+    vmms: &[(String, Vec<String>)],
+    runs: usize,
+    prefix: &str,
+    count: usize,
+) -> String {
+    let mut s = String::new();
+    for round in 0..runs {
+        let mut order: Vec<usize> = (0..vmms.len()).collect();
+        order.rotate_left(round % vmms.len());
+        for i in order {
+            let (name, argv) = &vmms[i];
+            let argv: Vec<String> = argv.iter().map(|a| crate::rig::shell_quote(a)).collect();
+            s.push_str(&format!(
+                "run_vm {i} {} {prefix} {count} {}
+",
+                crate::rig::shell_quote(&format!("round {}/{runs}: {name}", round + 1)),
+                argv.join(" ")
+            ));
+        }
+    }
+    s
+}
+
+/// `BENCH <vmm> <fields…>` lines of the rig's output, as (vmm, fields).
+pub(crate) fn bench_lines(output: &str) -> impl Iterator<Item = (usize, Vec<&str>)> {
+    tagged_lines(output, "BENCH")
+}
+
+/// `<tag> <vmm> <fields…>` lines of the rig's output, as (vmm, fields).
+pub(crate) fn tagged_lines<'a>(
+    output: &'a str,
+    tag: &'a str,
+) -> impl Iterator<Item = (usize, Vec<&'a str>)> + 'a {
+    output.lines().filter_map(move |line| {
+        let mut f = line.split_whitespace();
+        if f.next() != Some(tag) {
+            return None;
+        }
+        let vmm = f.next()?.parse().ok()?;
+        Some((vmm, f.collect()))
+    })
+}
+
+/// One row of a [`Grid`]: what the rig reports under `key`.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub key: String,
+    pub label: String,
+    pub unit: &'static str,
+    pub decimals: usize,
+}
+
+/// Samples of several metrics (rows) for several VMMs (columns), the
+/// first VMM being keel-vmm; higher is better for every row.
+#[derive(Debug)]
+pub struct Grid {
+    pub vmms: Vec<String>,
+    pub rows: Vec<Row>,
+    /// (row, vmm) → samples.
+    samples: HashMap<(usize, usize), Vec<f64>>,
+}
+
+impl Grid {
+    pub fn new(vmms: Vec<String>, rows: Vec<Row>) -> Grid {
+        Grid {
+            vmms,
+            rows,
+            samples: HashMap::new(),
+        }
+    }
+
+    /// Adds a sample; false when the row or the VMM is unknown.
+    pub fn push(&mut self, key: &str, vmm: usize, value: f64) -> bool {
+        let Some(row) = self.rows.iter().position(|r| r.key == key) else {
+            return false;
+        };
+        if vmm >= self.vmms.len() {
+            return false;
+        }
+        self.samples.entry((row, vmm)).or_default().push(value);
+        true
+    }
+
+    pub fn samples(&self, key: &str, vmm: usize) -> &[f64] {
+        self.rows
+            .iter()
+            .position(|r| r.key == key)
+            .and_then(|row| self.samples.get(&(row, vmm)))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Errors unless every cell has exactly `runs` samples.
+    pub fn check(&self, runs: usize) -> Result<()> {
+        for (r, row) in self.rows.iter().enumerate() {
+            for (v, vmm) in self.vmms.iter().enumerate() {
+                let n = self.samples.get(&(r, v)).map_or(0, Vec::len);
+                if n != runs {
+                    bail!("{vmm}: {n} samples of {:?}, expected {runs}", row.label);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Medians (with the range over runs) and ratios keel-vmm / other
+    /// (above 1.0: keel-vmm does more).
+    pub fn table(&self) -> String {
+        let mut head = "| workload | keel-vmm |".to_string();
+        let mut rule = "|---|---|".to_string();
+        for vmm in &self.vmms[1..] {
+            head.push_str(&format!(" {vmm} | keel/this |"));
+            rule.push_str("---|---|");
+        }
+        let mut t = format!("{head}\n{rule}\n");
+        for (r, row) in self.rows.iter().enumerate() {
+            let cell = |v: usize| -> (f64, String) {
+                let s = self.samples.get(&(r, v)).cloned().unwrap_or_default();
+                let med = median(s.clone());
+                let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let d = row.decimals;
+                let text = if s.len() > 1 {
+                    format!("{med:.d$} ({lo:.d$}–{hi:.d$})")
+                } else {
+                    format!("{med:.d$}")
+                };
+                (med, text)
+            };
+            let (keel, keel_text) = cell(0);
+            t.push_str(&format!("| {} ({}) | {keel_text} |", row.label, row.unit));
+            for v in 1..self.vmms.len() {
+                let (other, text) = cell(v);
+                t.push_str(&format!(" {text} | {:.2} |", keel / other));
+            }
+            t.push('\n');
+        }
+        t
+    }
+}
+
+/// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`
+/// in docs/benchmarks.md.
+pub fn write_section(name: &str, body: &str) -> Result<()> {
+    let path = paths::workspace_root().join("docs/benchmarks.md");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("Reading {}", path.display()))?;
+    let updated = replace_section(&text, name, body)
+        .with_context(|| format!("{} has no bench:{name} markers", path.display()))?;
+    crate::util::write_atomic(&path, updated.as_bytes())
+}
+
+fn replace_section(text: &str, name: &str, body: &str) -> Option<String> {
+    let open = format!("<!-- bench:{name} -->");
+    let close = format!("<!-- /bench:{name} -->");
+    let start = text.find(&open)? + open.len();
+    let end = start + text[start..].find(&close)?;
+    Some(format!("{}\n{}{}", &text[..start], body, &text[end..]))
+}
+
+/// A one-line description of this machine, for the report.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kvm = if Path::new("/sys/module/kvm_pvm").exists() {
+        "PVM /dev/kvm"
+    } else {
+        "/dev/kvm"
+    };
+    format!("{cpu}, {} cores, {kvm}", num_cpus())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The 1-minute load average, from /proc/loadavg.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The commit measured: its short hash, plus "+ uncommitted changes" when
+/// the crates or binaries differ from it.
+pub fn commit() -> String {
+    let git = |args: &[&str]| {
+        crate::util::run_captured(
+            Command::new("git")
+                .current_dir(paths::workspace_root())
+                .args(args),
+        )
+        .map(|s| s.trim().to_string())
+    };
+    let Ok(hash) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown commit".into();
+    };
+    match git(&["status", "--porcelain", "--", "crates", "bin"]) {
+        Ok(s) if !s.is_empty() => format!("{hash} + uncommitted changes in crates/ or bin/"),
+        _ => hash,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn sections_are_replaced_between_markers() {
+        let doc = "a\n<!-- bench:x -->\nold\n<!-- /bench:x -->\nb\n";
+        let new = replace_section(doc, "x", "new\n").unwrap();
+        assert_eq!(new, "a\n<!-- bench:x -->\nnew\n<!-- /bench:x -->\nb\n");
+        assert!(replace_section(doc, "y", "z").is_none());
+    }
+
+    #[test]
+    fn the_doc_has_markers_for_every_benchmark() {
+        let doc =
+            std::fs::read_to_string(paths::workspace_root().join("docs/benchmarks.md")).unwrap();
+        for name in ALL {
+            assert!(replace_section(&doc, name, "x\n").is_some(), "{name}");
+        }
+    }
+
+    fn grid() -> Grid {
+        let row = |key: &str, decimals| Row {
+            key: key.into(),
+            label: key.to_uppercase(),
+            unit: "u",
+            decimals,
+        };
+        Grid::new(
+            vec!["keel-vmm".into(), "qemu".into()],
+            vec![row("a", 0), row("b", 1)],
+        )
+    }
+
+    #[test]
+    fn grid_tables_give_medians_ranges_and_ratios() {
+        let mut g = grid();
+        for (key, vmm, v) in [
+            ("a", 0, 10.0),
+            ("a", 0, 30.0),
+            ("a", 0, 20.0),
+            ("a", 1, 5.0),
+            ("a", 1, 15.0),
+            ("a", 1, 10.0),
+            ("b", 0, 1.0),
+            ("b", 0, 1.0),
+            ("b", 0, 1.0),
+            ("b", 1, 4.0),
+            ("b", 1, 4.0),
+            ("b", 1, 4.0),
+        ] {
+            assert!(g.push(key, vmm, v));
+        }
+        assert!(!g.push("c", 0, 1.0));
+        assert!(!g.push("a", 2, 1.0));
+        g.check(3).unwrap();
+        assert!(g.check(4).is_err());
+        assert_eq!(g.samples("a", 1), &[5.0, 15.0, 10.0]);
+        let t = g.table();
+        assert!(t.starts_with("| workload | keel-vmm | qemu | keel/this |\n|---|---|---|---|\n"));
+        assert!(
+            t.contains("| A (u) | 20 (10–30) | 10 (5–15) | 2.00 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| B (u) | 1.0 (1.0–1.0) | 4.0 (4.0–4.0) | 0.25 |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn missing_cells_fail_the_check() {
+        let mut g = grid();
+        g.push("a", 0, 1.0);
+        let err = g.check(1).unwrap_err().to_string();
+        assert!(err.contains("qemu: 0 samples"), "{err}");
+    }
+}
