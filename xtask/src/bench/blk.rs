@@ -263,7 +263,12 @@ pub fn run(runs: usize) -> Result<String> {
     let grid = parse(&out.output)?;
     grid.check(runs)
         .with_context(|| format!("The rig's output:\n{}", rig::tail(&out.output, 80)))?;
-    Ok(grid.table())
+    let what = format!(
+        "boot, then {} fio jobs of {} s",
+        JOBS.len() * FORMATS.len(),
+        FIO_SECONDS + RAMP_SECONDS
+    );
+    Ok(grid.table() + &super::cpu_note(&out.output, &grid.vmms, &what))
 }
 
 #[cfg(test)]

@@ -147,8 +147,13 @@ impl Results {
             } else {
                 "—".into()
             };
+            let range = if lines.len() > 1 {
+                format!(" ({lo:.0}–{hi:.0})")
+            } else {
+                String::new()
+            };
             t.push_str(&format!(
-                "| {} | {} | {} | {rate:.0} {op}s/s ({lo:.0}–{hi:.0}) | {mb} | {:.0} | {:.0} |\n",
+                "| {} | {} | {} | {rate:.0} {op}s/s{range} | {mb} | {:.0} | {:.0} |\n",
                 example.trim_end_matches("bench"),
                 key.1,
                 lines.len(),

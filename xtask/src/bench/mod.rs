@@ -184,14 +184,15 @@ pub(crate) fn qemu_argv(initrd: &str, cmd: &str, devices: &[String]) -> Vec<Stri
 
 /// Shell for L1: `run_vm INDEX NAME PREFIX COUNT ARGV…` runs one VMM (killed
 /// after 15 minutes), prints the guest's `PREFIX …` console lines as
-/// `BENCH INDEX …` (and its `INFO …` lines as `INFO INDEX …`), and ends the
-/// script unless the VMM exited 0 with COUNT `PREFIX` lines.
+/// `BENCH INDEX …` (its `INFO …` lines as `INFO INDEX …`, and the VMM
+/// process's CPU time, user + system, as `INFO INDEX cpu SECONDS`), and
+/// ends the script unless the VMM exited 0 with COUNT `PREFIX` lines.
 pub(crate) const RUN_VM_SH: &str = r#"
 run_vm() {
     idx=$1 name=$2 prefix=$3 count=$4
     shift 4
     echo "bench: $name (L1 uptime $(cut -d' ' -f1 /proc/uptime) s)"
-    timeout -s KILL 900 "$@" >vm.out 2>vm.err </dev/null
+    time -p -o vm.time timeout -s KILL 900 "$@" >vm.out 2>vm.err </dev/null
     st=$?
     tr -d '\r' <vm.out >vm.txt
     n=$(grep -c "^$prefix " vm.txt)
@@ -203,6 +204,7 @@ run_vm() {
     fi
     grep "^$prefix " vm.txt | sed "s/^$prefix /BENCH $idx /"
     grep "^INFO " vm.txt | sed "s/^INFO /INFO $idx /"
+    echo "INFO $idx cpu $(awk '/^(user|sys) /{s+=$2}END{print s}' vm.time)"
 }
 "#;
 
@@ -250,6 +252,28 @@ pub(crate) fn tagged_lines<'a>(
         let vmm = f.next()?.parse().ok()?;
         Some((vmm, f.collect()))
     })
+}
+
+/// A sentence with each VMM's median CPU time per boot (from `INFO <vmm>
+/// cpu <seconds>` lines), `what` saying what a boot did.
+pub(crate) fn cpu_note(output: &str, names: &[String], what: &str) -> String {
+    let mut parts = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let secs: Vec<f64> = tagged_lines(output, "INFO")
+            .filter(|(vmm, f)| *vmm == i && f.first() == Some(&"cpu"))
+            .filter_map(|(_, f)| f.get(1)?.parse().ok())
+            .collect();
+        if !secs.is_empty() {
+            parts.push(format!("{name} {:.1} s", median(secs)));
+        }
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nCPU time of the VMM process in L1 per boot (user + system, median; {what}): {}.\n",
+        parts.join(", ")
+    )
 }
 
 /// One row of a [`Grid`]: what the rig reports under `key`.
@@ -496,6 +520,27 @@ mod tests {
             t.contains("| B (u) | 1.0 (1.0–1.0) | 4.0 (4.0–4.0) | 0.25 |"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn cpu_times_are_summarised_per_vmm() {
+        let out = "INFO 0 cpu 3\nINFO 1 cpu 10\nINFO 0 cpu 5\nINFO 0 cpu 4\nINFO 1 features 1\n";
+        let names = ["keel-vmm".to_string(), "qemu".to_string()];
+        assert_eq!(
+            cpu_note(out, &names, "boot + fio"),
+            "\nCPU time of the VMM process in L1 per boot (user + system, median; boot + fio): \
+             keel-vmm 4.0 s, qemu 10.0 s.\n"
+        );
+        assert_eq!(cpu_note("", &names, "x"), "");
+    }
+
+    #[test]
+    fn run_vm_is_valid_sh() {
+        let status = Command::new("sh")
+            .args(["-n", "-c", RUN_VM_SH])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     #[test]

@@ -170,7 +170,10 @@ pub fn run(runs: usize) -> Result<String> {
     let grid = parse(&out.output)?;
     grid.check(runs)
         .with_context(|| format!("The rig's output:\n{}", rig::tail(&out.output, 80)))?;
-    Ok(grid.table() + &features_note(&out.output, &grid.vmms))
+    let what = format!("boot, then {IPERF_SECONDS} s of iperf3 each way");
+    Ok(grid.table()
+        + &features_note(&out.output, &grid.vmms)
+        + &super::cpu_note(&out.output, &grid.vmms, &what))
 }
 
 #[cfg(test)]
