@@ -84,6 +84,9 @@ pub const JOBS: &[Job] = &[
 pub const FORMATS: &[&str] = &["raw", "qcow2"];
 
 const INITRD: &str = "/guest/initramfs-bench.cpio.gz";
+/// A run (boot, then every job) is killed after this long; normally it
+/// takes about 70 s.
+const RUN_LIMIT_S: u32 = 420;
 
 /// fio's terse (`--minimal`) output: read IOPS and KiB/s are fields 8 and
 /// 7, write IOPS and KiB/s 49 and 48, the error 5 (1-based, `;`-separated).
@@ -171,12 +174,18 @@ cp /rig-bench/disk.qcow2 /bench/disk.qcow2 || exit 1
 mkdir -p /tmp/bench
 cd /tmp/bench
 {RUN_VM_SH}
-run_vm fill 'prefill (QEMU defaults)' FILL 2 {fill}
+run_vm fill 'prefill (QEMU defaults)' FILL 2 {RUN_LIMIT_S} {fill} || exit 1
 sync
 echo "bench: images: $(ls -l /bench | grep disk | tr -s ' ' | cut -d' ' -f5,9 | tr '\n' ' ')"
 {rounds}"#,
         fill = fill.join(" "),
-        rounds = rounds_sh(&vmms(&guest_cmd()), runs, "FIO", FORMATS.len() * JOBS.len()),
+        rounds = rounds_sh(
+            &vmms(&guest_cmd()),
+            runs,
+            "FIO",
+            FORMATS.len() * JOBS.len(),
+            RUN_LIMIT_S
+        ),
     )
 }
 
@@ -242,7 +251,7 @@ pub fn run(runs: usize) -> Result<String> {
         (runs as u64 * 3 * (per_boot + 30) + 180).div_ceil(60)
     );
     let opts = RigOptions {
-        timeout: Duration::from_secs(600 + runs as u64 * 3 * 300),
+        timeout: Duration::from_secs(900 + runs as u64 * 3 * u64::from(RUN_LIMIT_S)),
         keel_vmm: Some(vmm),
         files: vec![
             (brd.clone(), "/rig-bench/brd.ko".to_string()),
@@ -260,7 +269,8 @@ pub fn run(runs: usize) -> Result<String> {
             rig::tail(&out.output, 80)
         );
     }
-    let grid = parse(&out.output)?;
+    let mut grid = parse(&out.output)?;
+    grid.add_failures(&out.output);
     grid.check(runs)
         .with_context(|| format!("The rig's output:\n{}", rig::tail(&out.output, 80)))?;
     let what = format!(
@@ -268,7 +278,7 @@ pub fn run(runs: usize) -> Result<String> {
         JOBS.len() * FORMATS.len(),
         FIO_SECONDS + RAMP_SECONDS
     );
-    Ok(grid.table() + &super::cpu_note(&out.output, &grid.vmms, &what))
+    Ok(grid.table() + &grid.failures_note(runs) + &super::cpu_note(&out.output, &grid.vmms, &what))
 }
 
 #[cfg(test)]

@@ -182,25 +182,29 @@ pub(crate) fn qemu_argv(initrd: &str, cmd: &str, devices: &[String]) -> Vec<Stri
     argv
 }
 
-/// Shell for L1: `run_vm INDEX NAME PREFIX COUNT ARGV…` runs one VMM (killed
-/// after 15 minutes), prints the guest's `PREFIX …` console lines as
-/// `BENCH INDEX …` (its `INFO …` lines as `INFO INDEX …`, and the VMM
-/// process's CPU time, user + system, as `INFO INDEX cpu SECONDS`), and
-/// ends the script unless the VMM exited 0 with COUNT `PREFIX` lines.
+/// Shell for L1: `run_vm INDEX NAME PREFIX COUNT TIMEOUT ARGV…` runs one
+/// VMM, killed after TIMEOUT seconds. When it exits 0 with COUNT `PREFIX …`
+/// lines on the guest's console, it prints them as `BENCH INDEX …`, the
+/// guest's `INFO …` lines as `INFO INDEX …` and the VMM process's CPU time
+/// (user + system) as `INFO INDEX cpu SECONDS`. Otherwise it prints
+/// `FAILED INDEX STATUS RESULTS` and the ends of the console and of stderr,
+/// and returns 1 (the run's results are left out: a hung or broken run is
+/// reported, not averaged).
 pub(crate) const RUN_VM_SH: &str = r#"
 run_vm() {
-    idx=$1 name=$2 prefix=$3 count=$4
-    shift 4
+    idx=$1 name=$2 prefix=$3 count=$4 limit=$5
+    shift 5
     echo "bench: $name (L1 uptime $(cut -d' ' -f1 /proc/uptime) s)"
-    time -p -o vm.time timeout -s KILL 900 "$@" >vm.out 2>vm.err </dev/null
+    time -p -o vm.time timeout -s KILL $limit "$@" >vm.out 2>vm.err </dev/null
     st=$?
     tr -d '\r' <vm.out >vm.txt
     n=$(grep -c "^$prefix " vm.txt)
     if [ $st -ne 0 ] || [ "$n" -ne "$count" ]; then
         echo "bench: $name failed: exit status $st, $n of $count results"
-        tail -n 40 vm.txt
-        tail -n 20 vm.err
-        exit 1
+        echo "FAILED $idx $st $n"
+        tail -n 30 vm.txt
+        tail -n 10 vm.err
+        return 1
     fi
     grep "^$prefix " vm.txt | sed "s/^$prefix /BENCH $idx /"
     grep "^INFO " vm.txt | sed "s/^INFO /INFO $idx /"
@@ -209,12 +213,14 @@ run_vm() {
 "#;
 
 /// `run_vm` calls for `runs` rounds over `vmms` (name, argv), the order
-/// rotating each round so that no VMM always goes first.
+/// rotating each round so that no VMM always goes first; each run is
+/// killed after `limit_s` seconds.
 pub(crate) fn rounds_sh(
     vmms: &[(String, Vec<String>)],
     runs: usize,
     prefix: &str,
     count: usize,
+    limit_s: u32,
 ) -> String {
     let mut s = String::new();
     for round in 0..runs {
@@ -224,8 +230,7 @@ pub(crate) fn rounds_sh(
             let (name, argv) = &vmms[i];
             let argv: Vec<String> = argv.iter().map(|a| crate::rig::shell_quote(a)).collect();
             s.push_str(&format!(
-                "run_vm {i} {} {prefix} {count} {}
-",
+                "run_vm {i} {} {prefix} {count} {limit_s} {}\n",
                 crate::rig::shell_quote(&format!("round {}/{runs}: {name}", round + 1)),
                 argv.join(" ")
             ));
@@ -293,6 +298,8 @@ pub struct Grid {
     pub rows: Vec<Row>,
     /// (row, vmm) → samples.
     samples: HashMap<(usize, usize), Vec<f64>>,
+    /// Runs that failed, per VMM: (exit status, results printed).
+    failed: HashMap<usize, Vec<(i32, usize)>>,
 }
 
 impl Grid {
@@ -301,6 +308,16 @@ impl Grid {
             vmms,
             rows,
             samples: HashMap::new(),
+            failed: HashMap::new(),
+        }
+    }
+
+    /// Records the rig's `FAILED <vmm> <status> <results>` lines.
+    pub fn add_failures(&mut self, output: &str) {
+        for (vmm, f) in tagged_lines(output, "FAILED") {
+            let status = f.first().and_then(|s| s.parse().ok()).unwrap_or(-1);
+            let results = f.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            self.failed.entry(vmm).or_default().push((status, results));
         }
     }
 
@@ -324,17 +341,51 @@ impl Grid {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Errors unless every cell has exactly `runs` samples.
+    /// Errors unless every VMM has `runs` runs, failed or with a sample in
+    /// every row, and at least one good run.
     pub fn check(&self, runs: usize) -> Result<()> {
-        for (r, row) in self.rows.iter().enumerate() {
-            for (v, vmm) in self.vmms.iter().enumerate() {
+        for (v, vmm) in self.vmms.iter().enumerate() {
+            let failed = self.failed.get(&v).map_or(0, Vec::len);
+            for (r, row) in self.rows.iter().enumerate() {
                 let n = self.samples.get(&(r, v)).map_or(0, Vec::len);
-                if n != runs {
-                    bail!("{vmm}: {n} samples of {:?}, expected {runs}", row.label);
+                if n == 0 || n + failed != runs {
+                    bail!(
+                        "{vmm}: {n} samples of {:?} and {failed} failed runs, expected {runs} runs",
+                        row.label
+                    );
                 }
             }
         }
         Ok(())
+    }
+
+    /// A sentence on the failed runs (empty when none failed).
+    pub fn failures_note(&self, runs: usize) -> String {
+        let mut parts = Vec::new();
+        for (v, vmm) in self.vmms.iter().enumerate() {
+            let Some(failed) = self.failed.get(&v) else {
+                continue;
+            };
+            let how: Vec<String> = failed
+                .iter()
+                .map(|(status, results)| match status {
+                    9 => format!("killed at the time limit with {results} results"),
+                    s => format!("exit status {s} with {results} results"),
+                })
+                .collect();
+            parts.push(format!(
+                "{vmm} {} of {runs} ({})",
+                failed.len(),
+                how.join("; ")
+            ));
+        }
+        if parts.is_empty() {
+            return String::new();
+        }
+        format!(
+            "\n**Failed runs**, left out of the medians: {}.\n",
+            parts.join(", ")
+        )
     }
 
     /// Medians (with the range over runs) and ratios keel-vmm / other
@@ -547,7 +598,31 @@ mod tests {
     fn missing_cells_fail_the_check() {
         let mut g = grid();
         g.push("a", 0, 1.0);
+        g.push("b", 0, 1.0);
         let err = g.check(1).unwrap_err().to_string();
         assert!(err.contains("qemu: 0 samples"), "{err}");
+    }
+
+    #[test]
+    fn failed_runs_count_as_runs_and_are_reported() {
+        let mut g = grid();
+        for key in ["a", "b"] {
+            g.push(key, 0, 1.0);
+            g.push(key, 0, 2.0);
+            g.push(key, 1, 1.0);
+        }
+        assert!(g.check(2).is_err());
+        assert_eq!(g.failures_note(2), "");
+        g.add_failures("bench: x failed\nFAILED 1 9 3\nFAILED x 1 1\n");
+        g.check(2).unwrap();
+        assert_eq!(
+            g.failures_note(2),
+            "\n**Failed runs**, left out of the medians: qemu 1 of 2 (killed at the time \
+             limit with 3 results).\n"
+        );
+        // Only failures: nothing left to report.
+        let mut g = grid();
+        g.add_failures("FAILED 0 1 0\nFAILED 1 1 0\n");
+        assert!(g.check(1).is_err());
     }
 }

@@ -26,6 +26,9 @@ const MAC: &str = "02:6b:65:00:00:03";
 const L1_IP: &str = "10.0.3.1";
 const GUEST_IP: &str = "10.0.3.2";
 const INITRD: &str = "/guest/initramfs.cpio.gz";
+/// A run (boot, then iperf3 both ways) is killed after this long; normally
+/// it takes about 20 s.
+const RUN_LIMIT_S: u32 = 180;
 
 /// The directions, as the guest reports them: (key, label, iperf3 flag).
 const DIRECTIONS: &[(&str, &str, &str)] =
@@ -79,7 +82,7 @@ cd /tmp/bench
 {RUN_VM_SH}
 {rounds}kill $server
 "#,
-        rounds = rounds_sh(&vmms(), runs, "NET", DIRECTIONS.len()),
+        rounds = rounds_sh(&vmms(), runs, "NET", DIRECTIONS.len(), RUN_LIMIT_S),
     )
 }
 
@@ -154,7 +157,7 @@ fn features_note(output: &str, names: &[String]) -> String {
 pub fn run(runs: usize) -> Result<String> {
     let vmm = release_keel_vmm()?;
     let opts = RigOptions {
-        timeout: Duration::from_secs(300 + runs as u64 * 2 * 180),
+        timeout: Duration::from_secs(300 + runs as u64 * 2 * u64::from(RUN_LIMIT_S)),
         keel_vmm: Some(vmm),
         with_qemu: true,
         echo: rig_echo(),
@@ -167,11 +170,13 @@ pub fn run(runs: usize) -> Result<String> {
             rig::tail(&out.output, 80)
         );
     }
-    let grid = parse(&out.output)?;
+    let mut grid = parse(&out.output)?;
+    grid.add_failures(&out.output);
     grid.check(runs)
         .with_context(|| format!("The rig's output:\n{}", rig::tail(&out.output, 80)))?;
     let what = format!("boot, then {IPERF_SECONDS} s of iperf3 each way");
     Ok(grid.table()
+        + &grid.failures_note(runs)
         + &features_note(&out.output, &grid.vmms)
         + &super::cpu_note(&out.output, &grid.vmms, &what))
 }
