@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{
     bench_lines, keel_argv, qemu_argv, release_keel_vmm, rig_echo, rounds_sh, Grid, RemoveOnDrop,
-    Row, RUN_VM_SH,
+    Row, IRQ_SH, RUN_VM_SH,
 };
 use crate::guest;
 use crate::host;
@@ -99,10 +99,11 @@ fn guest_cmd() -> String {
         .map(|j| format!("{}:{}:{}", j.rw, j.bs, j.depth))
         .collect();
     format!(
-        "for s in {formats};do d=;for b in /sys/block/vd*;do [ \"$(cat $b/serial)\" = $s ]&&d=/dev/${{b##*/}};done\n\
-         for j in {jobs};do set -- $(echo $j|tr : ' ')\n\
+        "{IRQ_SH}for s in {formats};do d=;for b in /sys/block/vd*;do [ \"$(cat $b/serial)\" = $s ]&&d=/dev/${{b##*/}};done\n\
+         for j in {jobs};do set -- $(echo $j|tr : ' ');a=$(q)\n\
          echo FIO $s $1 $(fio --name=j --filename=$d --rw=$1 --bs=$2 --iodepth=$3 --ioengine=libaio \
          --direct=1 --runtime={FIO_SECONDS} --ramp_time={RAMP_SECONDS} --time_based --minimal|{TERSE})\n\
+         echo INFO irq $s $1 $(($(q)-a))\n\
          done;done\n",
         formats = FORMATS.join(" "),
         jobs = jobs.join(" "),
@@ -271,6 +272,7 @@ pub fn run(runs: usize) -> Result<String> {
     }
     let mut grid = parse(&out.output)?;
     grid.add_failures(&out.output);
+    grid.add_irqs(&out.output);
     grid.check(runs)
         .with_context(|| format!("The rig's output:\n{}", rig::tail(&out.output, 80)))?;
     let what = format!(
@@ -278,7 +280,14 @@ pub fn run(runs: usize) -> Result<String> {
         JOBS.len() * FORMATS.len(),
         FIO_SECONDS + RAMP_SECONDS
     );
-    Ok(grid.table() + &grid.failures_note(runs) + &super::cpu_note(&out.output, &grid.vmms, &what))
+    // IOPS or MiB/s (of 1 MiB requests) over the ramp and the run →
+    // requests (the ramp counts too: the interrupts do).
+    let requests = |_: &Row, rate: f64| rate * f64::from(FIO_SECONDS + RAMP_SECONDS);
+    Ok(grid.table()
+        + &grid.failures_note(runs)
+        + "\n"
+        + &grid.irq_table("per request (approx.)", requests)
+        + &super::cpu_note(&out.output, &grid.vmms, &what))
 }
 
 #[cfg(test)]

@@ -259,6 +259,11 @@ pub(crate) fn tagged_lines<'a>(
     })
 }
 
+/// Shell for the guest: `q` prints the count of virtio interrupts so far
+/// (every CPU's column of /proc/interrupts).
+pub(crate) const IRQ_SH: &str =
+    "q(){ awk '/virtio/{for(i=2;i<=NF&&$i~/^[0-9]+$/;i++)s+=$i}END{print s+0}' /proc/interrupts;}\n";
+
 /// A sentence with each VMM's median CPU time per boot (from `INFO <vmm>
 /// cpu <seconds>` lines), `what` saying what a boot did.
 pub(crate) fn cpu_note(output: &str, names: &[String], what: &str) -> String {
@@ -300,6 +305,9 @@ pub struct Grid {
     samples: HashMap<(usize, usize), Vec<f64>>,
     /// Runs that failed, per VMM: (exit status, results printed).
     failed: HashMap<usize, Vec<(i32, usize)>>,
+    /// (row, vmm) → the guest's virtio interrupts in each run, in the order
+    /// of `samples`.
+    irqs: HashMap<(usize, usize), Vec<f64>>,
 }
 
 impl Grid {
@@ -309,7 +317,59 @@ impl Grid {
             rows,
             samples: HashMap::new(),
             failed: HashMap::new(),
+            irqs: HashMap::new(),
         }
+    }
+
+    /// Records the guest's `INFO <vmm> irq <row key…> <count>` lines.
+    pub fn add_irqs(&mut self, output: &str) {
+        for (vmm, f) in tagged_lines(output, "INFO") {
+            if f.first() != Some(&"irq") || f.len() < 3 || vmm >= self.vmms.len() {
+                continue;
+            }
+            let key = f[1..f.len() - 1].join(" ");
+            let Ok(count) = f[f.len() - 1].parse::<f64>() else {
+                continue;
+            };
+            if let Some(row) = self.rows.iter().position(|r| r.key == key) {
+                self.irqs.entry((row, vmm)).or_default().push(count);
+            }
+        }
+    }
+
+    /// The guest's virtio interrupts per unit of work (medians over runs),
+    /// a table without ratios; `work(row, value)` is the work a run with
+    /// that result did (e.g. requests from IOPS). Empty without counts.
+    pub fn irq_table(&self, unit: &str, work: impl Fn(&Row, f64) -> f64) -> String {
+        if self.irqs.is_empty() {
+            return String::new();
+        }
+        let mut t = format!(
+            "| guest interrupts {unit} | {} |\n|---|",
+            self.vmms.join(" | ")
+        );
+        t.push_str(&"---|".repeat(self.vmms.len()));
+        t.push('\n');
+        for (r, row) in self.rows.iter().enumerate() {
+            t.push_str(&format!("| {} |", row.label));
+            for v in 0..self.vmms.len() {
+                let values = self.samples.get(&(r, v)).map_or(&[][..], Vec::as_slice);
+                let irqs = self.irqs.get(&(r, v)).map_or(&[][..], Vec::as_slice);
+                let cell = if values.is_empty() || values.len() != irqs.len() {
+                    "?".to_string()
+                } else {
+                    let per: Vec<f64> = values
+                        .iter()
+                        .zip(irqs)
+                        .map(|(value, irq)| irq / work(row, *value))
+                        .collect();
+                    format!("{:.2}", median(per))
+                };
+                t.push_str(&format!(" {cell} |"));
+            }
+            t.push('\n');
+        }
+        t
     }
 
     /// Records the rig's `FAILED <vmm> <status> <results>` lines.
@@ -601,6 +661,43 @@ mod tests {
         g.push("b", 0, 1.0);
         let err = g.check(1).unwrap_err().to_string();
         assert!(err.contains("qemu: 0 samples"), "{err}");
+    }
+
+    #[test]
+    fn interrupts_are_given_per_unit_of_work() {
+        let mut g = grid();
+        g.push("a", 0, 10.0);
+        g.push("a", 0, 20.0);
+        g.push("a", 1, 5.0);
+        assert_eq!(g.irq_table("x", |_, v| v), "");
+        g.add_irqs(
+            "INFO 0 irq a 30\nINFO 0 irq a 20\nINFO 1 irq a 50\nINFO 1 cpu 3\nINFO 0 irq zz 1\n",
+        );
+        let t = g.irq_table("per op", |_, v| v * 2.0);
+        assert!(
+            t.starts_with("| guest interrupts per op | keel-vmm | qemu |\n|---|---|---|\n"),
+            "{t}"
+        );
+        // keel: 30/20 and 20/40 → median 1.0; qemu: 50/10.
+        assert!(t.contains("| A | 1.00 | 5.00 |"), "{t}");
+        assert!(t.contains("| B | ? | ? |"), "{t}");
+    }
+
+    #[test]
+    fn irq_counter_sums_virtio_lines() {
+        let dir = std::env::temp_dir().join(format!("xtask-irq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("interrupts");
+        std::fs::write(
+            &f,
+            "           CPU0       CPU1\n 24:   100   20  PCI-MSIX-0000:00:03.0  0-edge  virtio0-input.0\n \
+             25:  7  1  PCI-MSIX-0000:00:03.0  1-edge  virtio0-output.0\n  4:  999  0  IO-APIC  4-edge  ttyS0\n",
+        )
+        .unwrap();
+        let script = IRQ_SH.replace("/proc/interrupts", &f.display().to_string()) + "q";
+        let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "128");
     }
 
     #[test]

@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::{
-    bench_lines, keel_argv, qemu_argv, release_keel_vmm, rig_echo, rounds_sh, Grid, Row, RUN_VM_SH,
+    bench_lines, keel_argv, qemu_argv, release_keel_vmm, rig_echo, rounds_sh, Grid, Row, IRQ_SH,
+    RUN_VM_SH,
 };
 use crate::rig::{self, RigOptions};
 
@@ -29,6 +30,7 @@ const INITRD: &str = "/guest/initramfs.cpio.gz";
 /// A run (boot, then iperf3 both ways) is killed after this long; normally
 /// it takes about 20 s.
 const RUN_LIMIT_S: u32 = 180;
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// The directions, as the guest reports them: (key, label, iperf3 flag).
 const DIRECTIONS: &[(&str, &str, &str)] =
@@ -40,11 +42,12 @@ fn guest_cmd() -> String {
         "ip link set lo up;ip link set eth0 up;ip addr add {GUEST_IP}/24 dev eth0\n\
          i=0;until ping -c1 -W1 {L1_IP} >/dev/null 2>&1;do i=$((i+1));[ $i -ge 60 ]&&break;sleep 1;done\n\
          echo INFO features $(cat /sys/class/net/eth0/device/features)\n\
-         m(){{ awk '/receiver/{{for(i=1;i<=NF;i++)if($i==\"Mbits/sec\")print $(i-1)}}';}}\n"
+         m(){{ awk '/receiver/{{for(i=1;i<=NF;i++)if($i==\"Mbits/sec\")print $(i-1)}}';}}\n{IRQ_SH}"
     );
     for (key, _, flag) in DIRECTIONS {
         s.push_str(&format!(
-            "echo NET {key} $(timeout 120 iperf3 -c {L1_IP} -t {IPERF_SECONDS} -f m{flag}|m)\n"
+            "a=$(q);echo NET {key} $(timeout 120 iperf3 -c {L1_IP} -t {IPERF_SECONDS} -f m{flag}|m)\n\
+             echo INFO irq {key} $(($(q)-a))\n"
         ));
     }
     s
@@ -172,11 +175,16 @@ pub fn run(runs: usize) -> Result<String> {
     }
     let mut grid = parse(&out.output)?;
     grid.add_failures(&out.output);
+    grid.add_irqs(&out.output);
     grid.check(runs)
         .with_context(|| format!("The rig's output:\n{}", rig::tail(&out.output, 80)))?;
     let what = format!("boot, then {IPERF_SECONDS} s of iperf3 each way");
+    // Gbit/s over the run → MiB moved.
+    let mib = |_: &Row, gbit: f64| gbit * 1e9 / 8.0 * f64::from(IPERF_SECONDS) / MIB;
     Ok(grid.table()
         + &grid.failures_note(runs)
+        + "\n"
+        + &grid.irq_table("per MiB moved", mib)
         + &features_note(&out.output, &grid.vmms)
         + &super::cpu_note(&out.output, &grid.vmms, &what))
 }
