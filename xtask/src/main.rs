@@ -76,8 +76,8 @@ enum Cmd {
     },
     /// Benchmark keel-vmm side by side with QEMU (docs/benchmarks.md).
     Bench {
-        /// Which benchmark: boot-native (PVH payload on this /dev/kvm) or
-        /// boot-rig (stock kernel in the KVM rig); all by default.
+        /// Which benchmark: boot-native, boot-rig, blk-rig, net-rig or
+        /// devices-native (see docs/benchmarks.md); all by default.
         which: Vec<String>,
         /// Measured runs per VMM (after one warm-up).
         #[arg(long, default_value_t = 15)]
