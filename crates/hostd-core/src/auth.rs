@@ -332,10 +332,7 @@ pub fn create_session(store: &Store, user: &str, now: u64) -> Result<(String, u6
     let token = random_hex(32).map_err(|e| CoreError::internal(format!("Random token: {e}")))?;
     let expires = now + SESSION_TTL_MS;
     store.with(|c| {
-        c.execute(
-            "DELETE FROM sessions WHERE expires_ms <= ?1",
-            [now as i64],
-        )?;
+        c.execute("DELETE FROM sessions WHERE expires_ms <= ?1", [now as i64])?;
         c.execute(
             "INSERT INTO sessions (token_hash, user, created_ms, expires_ms)
              VALUES (?1, ?2, ?3, ?4)",
@@ -447,7 +444,11 @@ impl Limiter {
         for (key, max) in keys(user, peer) {
             let e = self.entries.entry(key).or_default();
             e.failures.push_back(now);
-            while e.failures.front().is_some_and(|&t| t + RATE_WINDOW_MS <= now) {
+            while e
+                .failures
+                .front()
+                .is_some_and(|&t| t + RATE_WINDOW_MS <= now)
+            {
                 e.failures.pop_front();
             }
             if e.failures.len() >= max {

@@ -58,8 +58,12 @@ pub struct DatastoreRow {
 impl DatastoreRow {
     /// The datastore's directory with symlinks resolved.
     pub fn root(&self) -> Result<PathBuf> {
-        fs::canonicalize(&self.path)
-            .map_err(|e| CoreError::io(format!("Datastore {} ({})", self.name, self.path.display()), &e))
+        fs::canonicalize(&self.path).map_err(|e| {
+            CoreError::io(
+                format!("Datastore {} ({})", self.name, self.path.display()),
+                &e,
+            )
+        })
     }
 
     pub fn info(&self) -> Datastore {
@@ -200,8 +204,7 @@ pub fn resolve_new(root: &Path, path: &str) -> Result<(PathBuf, PathBuf)> {
         return Err(PathError::Root.into());
     };
     let parent = join(root, dirs);
-    let parent =
-        fs::canonicalize(&parent).map_err(|e| CoreError::io(path_display(path), &e))?;
+    let parent = fs::canonicalize(&parent).map_err(|e| CoreError::io(path_display(path), &e))?;
     if !parent.starts_with(root) {
         return Err(PathError::Escapes(path.to_string()).into());
     }
@@ -253,7 +256,9 @@ pub fn browse(root: &Path, path: &str) -> Result<Vec<FileEntry>> {
         if hidden(&name) {
             continue;
         }
-        let Ok(lmeta) = entry.metadata() else { continue };
+        let Ok(lmeta) = entry.metadata() else {
+            continue;
+        };
         let meta = if lmeta.file_type().is_symlink() {
             match fs::canonicalize(entry.path()) {
                 Ok(target) if target.starts_with(root) => match fs::metadata(&target) {
@@ -275,7 +280,11 @@ pub fn browse(root: &Path, path: &str) -> Result<Vec<FileEntry>> {
         out.push(FileEntry {
             name,
             kind,
-            size_bytes: if kind == FileKind::File { meta.len() } else { 0 },
+            size_bytes: if kind == FileKind::File {
+                meta.len()
+            } else {
+                0
+            },
             modified_ms: modified_ms(&meta),
         });
     }
@@ -316,14 +325,13 @@ pub fn remove(root: &Path, path: &str, protected: &[(String, PathBuf)]) -> Resul
     let Some((name, dirs)) = parts.split_last() else {
         return Err(PathError::Root.into());
     };
-    let parent = fs::canonicalize(join(root, dirs))
-        .map_err(|e| CoreError::io(path_display(path), &e))?;
+    let parent =
+        fs::canonicalize(join(root, dirs)).map_err(|e| CoreError::io(path_display(path), &e))?;
     if !parent.starts_with(root) {
         return Err(PathError::Escapes(path.to_string()).into());
     }
     let target = parent.join(name);
-    let meta =
-        fs::symlink_metadata(&target).map_err(|e| CoreError::io(path_display(path), &e))?;
+    let meta = fs::symlink_metadata(&target).map_err(|e| CoreError::io(path_display(path), &e))?;
     for (vm, folder) in protected {
         if target.starts_with(folder) || (meta.is_dir() && folder.starts_with(&target)) {
             return Err(CoreError::conflict(format!(
@@ -531,7 +539,9 @@ pub fn resolve_source(store: &Store, spec: &str) -> Result<PathBuf> {
     };
     let meta = fs::metadata(&path).map_err(|e| CoreError::io(format!("File {spec}"), &e))?;
     if !meta.is_file() {
-        return Err(CoreError::bad_request(format!("{spec} is not a regular file")));
+        return Err(CoreError::bad_request(format!(
+            "{spec} is not a regular file"
+        )));
     }
     Ok(path)
 }

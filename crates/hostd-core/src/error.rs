@@ -97,6 +97,12 @@ impl CoreError {
         self
     }
 
+    /// The same error, its message prefixed (`"Kernel: " + message`).
+    pub fn context(mut self, prefix: impl fmt::Display) -> CoreError {
+        self.message = format!("{prefix}: {}", self.message);
+        self
+    }
+
     /// The wire form (`{"code", "message"}`).
     pub fn info(&self) -> hostd_api::ErrorInfo {
         hostd_api::ErrorInfo {

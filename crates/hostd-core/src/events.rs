@@ -118,7 +118,9 @@ pub fn list(
     target: Option<&str>,
 ) -> Result<Page<Event>> {
     let limit = clamp_limit(limit);
-    let before = before.map(|b| b.min(i64::MAX as u64) as i64).unwrap_or(i64::MAX);
+    let before = before
+        .map(|b| b.min(i64::MAX as u64) as i64)
+        .unwrap_or(i64::MAX);
     let mut items = store.with(|c| {
         let mut stmt = c.prepare(
             "SELECT id, time_ms, kind, severity, user, target, message FROM events

@@ -7,14 +7,24 @@
 #![deny(unsafe_code)]
 
 mod auth;
+mod backend;
 mod datastores;
 mod error;
 mod events;
 mod fsutil;
+mod host;
+mod hostinfo;
+mod metrics;
 mod names;
+mod power;
 mod store;
 mod sys;
 mod tasks;
 mod vmconfig;
+mod vms;
 
+pub use backend::{ConsoleHandle, ExitReason, ProcStats, RunInfo, VmExit};
+pub use datastores::Upload;
 pub use error::{CoreError, ErrorKind, Result};
+pub use host::{Caller, Host, HostOptions, Opened, ADMIN_USER, SYSTEM_USER};
+pub use hostd_api;

@@ -49,16 +49,28 @@ pub fn validate(what: &'static str, name: &str) -> Result<(), NameError> {
     }
     let owned = || name.to_string();
     if name.contains('/') {
-        return Err(NameError::Slash { what, name: owned() });
+        return Err(NameError::Slash {
+            what,
+            name: owned(),
+        });
     }
     if name == "." || name == ".." {
-        return Err(NameError::Dots { what, name: owned() });
+        return Err(NameError::Dots {
+            what,
+            name: owned(),
+        });
     }
     if name.starts_with('.') {
-        return Err(NameError::LeadingDot { what, name: owned() });
+        return Err(NameError::LeadingDot {
+            what,
+            name: owned(),
+        });
     }
     if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
-        return Err(NameError::Space { what, name: owned() });
+        return Err(NameError::Space {
+            what,
+            name: owned(),
+        });
     }
     Ok(())
 }
@@ -107,7 +119,14 @@ mod tests {
 
     #[test]
     fn good_names_pass() {
-        for name in ["web1", "a", "My VM (test)", "db-01_x", "ü-名前", &"x".repeat(80)] {
+        for name in [
+            "web1",
+            "a",
+            "My VM (test)",
+            "db-01_x",
+            "ü-名前",
+            &"x".repeat(80),
+        ] {
             assert_eq!(validate("VM", name), Ok(()), "{name}");
         }
     }
@@ -132,7 +151,10 @@ mod tests {
             assert!(err.starts_with("VM name"), "{err}");
         }
         let long = "x".repeat(81);
-        assert_eq!(validate("User", &long), Err(NameError::TooLong { what: "User" }));
+        assert_eq!(
+            validate("User", &long),
+            Err(NameError::TooLong { what: "User" })
+        );
         // 80 characters but too many bytes for a file name with suffixes.
         let wide = "名".repeat(80);
         assert!(validate("VM", &wide).is_err());

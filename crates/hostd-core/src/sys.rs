@@ -34,10 +34,20 @@ pub fn fs_space(path: &Path) -> io::Result<FsSpace> {
     // SAFETY: statvfs returned 0, so it initialized the whole struct (and it
     // was zeroed before anyway).
     let st = unsafe { st.assume_init() };
-    let frsize = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize };
+    // The field types differ between libc targets.
+    #[allow(clippy::unnecessary_cast)]
+    let (blocks, avail, frsize) = (
+        st.f_blocks as u64,
+        st.f_bavail as u64,
+        if st.f_frsize > 0 {
+            st.f_frsize
+        } else {
+            st.f_bsize
+        } as u64,
+    );
     Ok(FsSpace {
-        capacity_bytes: (st.f_blocks as u64).saturating_mul(frsize as u64),
-        free_bytes: (st.f_bavail as u64).saturating_mul(frsize as u64),
+        capacity_bytes: blocks.saturating_mul(frsize),
+        free_bytes: avail.saturating_mul(frsize),
     })
 }
 

@@ -23,15 +23,6 @@ pub struct Tasks {
     changed: Condvar,
 }
 
-fn state_str(s: TaskState) -> &'static str {
-    match s {
-        TaskState::Queued => "queued",
-        TaskState::Running => "running",
-        TaskState::Success => "success",
-        TaskState::Error => "error",
-    }
-}
-
 fn parse_state(s: &str) -> TaskState {
     match s {
         "queued" => TaskState::Queued,
@@ -186,7 +177,9 @@ pub fn list(
     user: Option<&str>,
 ) -> Result<Page<Task>> {
     let limit = clamp_limit(limit);
-    let before = before.map(|b| b.min(i64::MAX as u64) as i64).unwrap_or(i64::MAX);
+    let before = before
+        .map(|b| b.min(i64::MAX as u64) as i64)
+        .unwrap_or(i64::MAX);
     let mut items = store.with(|c| {
         let mut stmt = c.prepare(&format!(
             "SELECT {COLUMNS} FROM tasks WHERE id < ?1 AND (?2 IS NULL OR user = ?2)
@@ -206,14 +199,15 @@ pub fn list(
 
 /// The number of running tasks (metrics).
 pub fn running_count(store: &Store) -> Result<u64> {
-    store.with(|c| {
-        c.query_row(
-            "SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'running')",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-    })
-    .map(|n| n as u64)
+    store
+        .with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'running')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|n| n as u64)
 }
 
 #[cfg(test)]
@@ -225,7 +219,9 @@ mod tests {
     fn lifecycle_success_and_error() {
         let store = Store::memory();
         let tasks = Tasks::default();
-        let t = tasks.create(&store, "vm.create", Some("vm:a"), "root").unwrap();
+        let t = tasks
+            .create(&store, "vm.create", Some("vm:a"), "root")
+            .unwrap();
         assert_eq!(t.state, TaskState::Running);
         assert_eq!(t.target.as_deref(), Some("vm:a"));
         tasks.progress(&store, t.id, 40).unwrap();
@@ -245,7 +241,10 @@ mod tests {
         let failed = get(&store, t2.id).unwrap();
         assert_eq!(failed.state, TaskState::Error);
         let err = failed.error.unwrap();
-        assert_eq!((err.code.as_str(), err.message.as_str()), ("conflict", "VM a is on"));
+        assert_eq!(
+            (err.code.as_str(), err.message.as_str()),
+            ("conflict", "VM a is on")
+        );
         assert_eq!(get(&store, 999).unwrap_err().kind, ErrorKind::NotFound);
         assert_eq!(get(&store, u64::MAX).unwrap_err().kind, ErrorKind::NotFound);
     }
@@ -256,7 +255,9 @@ mod tests {
         let tasks = Arc::new(Tasks::default());
         let t = tasks.create(&store, "x", None, "root").unwrap();
         let start = Instant::now();
-        let still = tasks.wait(&store, t.id, Duration::from_millis(100)).unwrap();
+        let still = tasks
+            .wait(&store, t.id, Duration::from_millis(100))
+            .unwrap();
         assert_eq!(still.state, TaskState::Running);
         assert!(start.elapsed() >= Duration::from_millis(100));
         let (s2, t2) = (store.clone(), tasks.clone());
@@ -288,7 +289,12 @@ mod tests {
         let p = list(&store, None, 2, None).unwrap();
         assert_eq!(p.items.len(), 2);
         assert_eq!(p.items[0].id, 5);
-        assert!(p.items[0].error.as_ref().unwrap().message.contains("Interrupted"));
+        assert!(p.items[0]
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("Interrupted"));
         let p2 = list(&store, p.next, 10, None).unwrap();
         assert_eq!(p2.items.iter().map(|t| t.id).collect::<Vec<_>>(), [3, 2, 1]);
         let a = list(&store, None, 10, Some("a")).unwrap();

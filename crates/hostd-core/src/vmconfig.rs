@@ -48,7 +48,9 @@ pub enum VmConfigError {
 impl From<VmConfigError> for CoreError {
     fn from(err: VmConfigError) -> CoreError {
         match &err {
-            VmConfigError::Read { source, .. } => CoreError::io("", source).with_message(err.to_string()),
+            VmConfigError::Read { source, .. } => {
+                CoreError::io("", source).with_message(err.to_string())
+            }
             VmConfigError::Parse { .. } | VmConfigError::TooBig { .. } => {
                 CoreError::bad_request(err.to_string())
             }
@@ -127,7 +129,9 @@ pub fn check_cmdline(cmdline: &str) -> Result<(), CoreError> {
         )));
     }
     if cmdline.chars().any(|c| c.is_control()) {
-        return Err(bad("Kernel command line contains a control character".into()));
+        return Err(bad(
+            "Kernel command line contains a control character".into()
+        ));
     }
     Ok(())
 }
@@ -266,12 +270,7 @@ pub fn check_files(folder: &Path, cfg: &VmConfig) -> Result<(), CoreError> {
         let path = folder.join(f);
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => {}
-            Ok(_) => {
-                return Err(bad(format!(
-                    "{} is not a regular file",
-                    path.display()
-                )))
-            }
+            Ok(_) => return Err(bad(format!("{} is not a regular file", path.display()))),
             Err(e) => return Err(CoreError::io(format!("VM file {}", path.display()), &e)),
         }
     }

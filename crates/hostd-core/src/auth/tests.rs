@@ -47,7 +47,10 @@ fn each_role_has_its_privileges() {
         role_privileges(Role::Operator),
         &[SystemView, VmPower, VmConsole, DatastoreBrowse]
     );
-    assert_eq!(role_privileges(Role::ReadOnly), &[SystemView, DatastoreBrowse]);
+    assert_eq!(
+        role_privileges(Role::ReadOnly),
+        &[SystemView, DatastoreBrowse]
+    );
     assert!(role_privileges(Role::NoAccess).is_empty());
     assert_eq!(roles().len(), 4);
 
@@ -58,7 +61,10 @@ fn each_role_has_its_privileges() {
         ("ro", Role::ReadOnly),
         ("none", Role::NoAccess),
     ] {
-        store.with(|c| Ok(set_permission(c, &perm(u, r, "host")))).unwrap().unwrap();
+        store
+            .with(|c| Ok(set_permission(c, &perm(u, r, "host"))))
+            .unwrap()
+            .unwrap();
     }
     assert!(require(&store, "admin", None, HostConfig).is_ok());
     assert!(require(&store, "op", Some("x"), VmPower).is_ok());
@@ -119,7 +125,12 @@ fn a_vm_permission_overrides_the_host_one() {
 fn the_last_administrator_stays() {
     let store = store_with_users(&["admin", "second"]);
     store
-        .with(|c| Ok(set_permission(c, &perm("admin", Role::Administrator, "host"))))
+        .with(|c| {
+            Ok(set_permission(
+                c,
+                &perm("admin", Role::Administrator, "host"),
+            ))
+        })
         .unwrap()
         .unwrap();
     let demote = |store: &Store| {
@@ -135,7 +146,12 @@ fn the_last_administrator_stays() {
     };
     assert_eq!(remove(&store).unwrap_err().kind, ErrorKind::Conflict);
     store
-        .with(|c| Ok(set_permission(c, &perm("second", Role::Administrator, "host"))))
+        .with(|c| {
+            Ok(set_permission(
+                c,
+                &perm("second", Role::Administrator, "host"),
+            ))
+        })
         .unwrap()
         .unwrap();
     demote(&store).unwrap();
@@ -184,7 +200,10 @@ fn sessions_slide_and_expire() {
         .with(|c| c.query_row("SELECT token_hash FROM sessions", [], |r| r.get(0)))
         .unwrap();
     assert_ne!(stored, token);
-    assert_eq!(session_user(&store, &token, t0 + 1000).unwrap(), ("alice".into(), expires));
+    assert_eq!(
+        session_user(&store, &token, t0 + 1000).unwrap(),
+        ("alice".into(), expires)
+    );
     // Used an hour later: pushed back.
     let t1 = t0 + 3600 * 1000;
     let (_, e1) = session_user(&store, &token, t1).unwrap();
@@ -192,7 +211,10 @@ fn sessions_slide_and_expire() {
     // Unused for 12 h: gone.
     let err = session_user(&store, &token, e1).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unauthorized);
-    assert!(session_user(&store, &token, t1).is_err(), "deleted when seen expired");
+    assert!(
+        session_user(&store, &token, t1).is_err(),
+        "deleted when seen expired"
+    );
     // Garbage and logout.
     assert!(session_user(&store, "nothex", t0).is_err());
     assert!(session_user(&store, &"0".repeat(64), t0).is_err());

@@ -28,11 +28,17 @@ fn ds() -> Ds {
 fn paths_are_relative_and_normalized() {
     assert_eq!(parse_path("").unwrap(), Vec::<&str>::new());
     assert_eq!(parse_path("./a//b/./c/").unwrap(), ["a", "b", "c"]);
-    assert!(matches!(parse_path("/etc/passwd"), Err(PathError::Absolute(_))));
+    assert!(matches!(
+        parse_path("/etc/passwd"),
+        Err(PathError::Absolute(_))
+    ));
     assert!(matches!(parse_path("../x"), Err(PathError::DotDot(_))));
     assert!(matches!(parse_path("a/../../x"), Err(PathError::DotDot(_))));
     assert!(matches!(parse_path("a\0b"), Err(PathError::Control)));
-    assert!(matches!(parse_path(&"a/".repeat(3000)), Err(PathError::TooLong)));
+    assert!(matches!(
+        parse_path(&"a/".repeat(3000)),
+        Err(PathError::TooLong)
+    ));
 }
 
 #[test]
@@ -40,7 +46,10 @@ fn browse_lists_and_refuses_traversal() {
     let d = ds();
     let root_list = browse(&d.root, "").unwrap();
     assert_eq!(root_list.len(), 1);
-    assert_eq!((root_list[0].name.as_str(), root_list[0].kind), ("iso", FileKind::Dir));
+    assert_eq!(
+        (root_list[0].name.as_str(), root_list[0].kind),
+        ("iso", FileKind::Dir)
+    );
     let iso = browse(&d.root, "iso").unwrap();
     assert_eq!(iso[0].name, "a.iso");
     assert_eq!(iso[0].size_bytes, 4);
@@ -49,7 +58,10 @@ fn browse_lists_and_refuses_traversal() {
         let e = browse(&d.root, bad).unwrap_err();
         assert_eq!(e.kind, ErrorKind::BadRequest, "{bad}: {e}");
     }
-    assert_eq!(browse(&d.root, "nope").unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        browse(&d.root, "nope").unwrap_err().kind,
+        ErrorKind::NotFound
+    );
 }
 
 #[test]
@@ -59,7 +71,11 @@ fn symlinks_out_of_the_datastore_are_refused() {
     symlink(d.outside.join("secret"), d.root.join("secret-link")).unwrap();
     symlink(d.root.join("iso/a.iso"), d.root.join("inside-link")).unwrap();
     // Not listed, not browsable, not downloadable, not a place to write.
-    let names: Vec<_> = browse(&d.root, "").unwrap().into_iter().map(|e| e.name).collect();
+    let names: Vec<_> = browse(&d.root, "")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, ["inside-link", "iso"]);
     let e = browse(&d.root, "out").unwrap_err();
     assert!(e.message.contains("outside"), "{e}");
@@ -85,8 +101,14 @@ fn download_opens_files_only() {
     let mut s = String::new();
     std::io::Read::read_to_string(&mut f, &mut s).unwrap();
     assert_eq!((s.as_str(), len), ("iso!", 4));
-    assert_eq!(open(&d.root, "iso").unwrap_err().kind, ErrorKind::BadRequest);
-    assert_eq!(open(&d.root, "../outside/secret").unwrap_err().kind, ErrorKind::BadRequest);
+    assert_eq!(
+        open(&d.root, "iso").unwrap_err().kind,
+        ErrorKind::BadRequest
+    );
+    assert_eq!(
+        open(&d.root, "../outside/secret").unwrap_err().kind,
+        ErrorKind::BadRequest
+    );
 }
 
 #[test]
@@ -100,12 +122,23 @@ fn uploads_commit_atomically_and_clean_up() {
     assert_eq!(up.write_chunk(b"g").unwrap_err().kind, ErrorKind::TooLarge);
     up.commit().unwrap();
     assert_eq!(fs::read(d.root.join("iso/b.img")).unwrap(), b"abcdef");
-    assert_eq!(fs::read_dir(d.root.join("iso")).unwrap().count(), 2, "no temp left");
+    assert_eq!(
+        fs::read_dir(d.root.join("iso")).unwrap().count(),
+        2,
+        "no temp left"
+    );
 
     // Existing target, no space, short upload, dropped upload.
-    assert_eq!(upload(&d.root, "iso/b.img", None, u64::MAX).unwrap_err().kind, ErrorKind::Conflict);
     assert_eq!(
-        upload(&d.root, "iso/c.img", Some(100), 10).unwrap_err().kind,
+        upload(&d.root, "iso/b.img", None, u64::MAX)
+            .unwrap_err()
+            .kind,
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        upload(&d.root, "iso/c.img", Some(100), 10)
+            .unwrap_err()
+            .kind,
         ErrorKind::InsufficientSpace
     );
     let mut short = upload(&d.root, "iso/c.img", Some(10), u64::MAX).unwrap();
@@ -122,14 +155,24 @@ fn uploads_commit_atomically_and_clean_up() {
     assert_eq!(raced.commit().unwrap_err().kind, ErrorKind::Conflict);
     assert_eq!(fs::read(d.root.join("iso/e.img")).unwrap(), b"theirs");
     // Upload to the root path or into a missing folder.
-    assert_eq!(upload(&d.root, "", None, 1).unwrap_err().kind, ErrorKind::BadRequest);
-    assert_eq!(upload(&d.root, "nope/x", None, 1).unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        upload(&d.root, "", None, 1).unwrap_err().kind,
+        ErrorKind::BadRequest
+    );
+    assert_eq!(
+        upload(&d.root, "nope/x", None, 1).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
 }
 
 #[test]
 fn stale_uploads_are_removed() {
     let d = ds();
-    fs::write(d.root.join("iso").join(format!("{UPLOAD_PREFIX}abc-x")), b"x").unwrap();
+    fs::write(
+        d.root.join("iso").join(format!("{UPLOAD_PREFIX}abc-x")),
+        b"x",
+    )
+    .unwrap();
     fs::write(d.root.join(format!("{UPLOAD_PREFIX}abc-y")), b"x").unwrap();
     assert_eq!(remove_stale_uploads(&d.root), 2);
     assert_eq!(browse(&d.root, "iso").unwrap().len(), 1);
@@ -148,21 +191,36 @@ fn mkdir_and_remove_protect_vm_folders() {
         assert_eq!(e.kind, ErrorKind::Conflict, "{p}");
         assert!(e.message.contains("web1"));
     }
-    assert_eq!(remove(&d.root, "", &protected).unwrap_err().kind, ErrorKind::BadRequest);
+    assert_eq!(
+        remove(&d.root, "", &protected).unwrap_err().kind,
+        ErrorKind::BadRequest
+    );
     remove(&d.root, "iso", &protected).unwrap();
     remove(&d.root, "vms", &[]).unwrap();
     assert!(browse(&d.root, "").unwrap().is_empty());
-    assert_eq!(remove(&d.root, "gone", &[]).unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        remove(&d.root, "gone", &[]).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
 }
 
 #[test]
 fn inventory_rows_and_sources() {
     let d = ds();
     let store = Store::memory();
-    store.with(|c| Ok(insert(c, "datastore1", &d.root))).unwrap().unwrap();
-    let e = store.with(|c| Ok(insert(c, "again", &d.root))).unwrap().unwrap_err();
+    store
+        .with(|c| Ok(insert(c, "datastore1", &d.root)))
+        .unwrap()
+        .unwrap();
+    let e = store
+        .with(|c| Ok(insert(c, "again", &d.root)))
+        .unwrap()
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict);
-    let e = store.with(|c| Ok(insert(c, "rel", Path::new("x")))).unwrap().unwrap_err();
+    let e = store
+        .with(|c| Ok(insert(c, "rel", Path::new("x"))))
+        .unwrap()
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::BadRequest);
     let row = get(&store, "datastore1").unwrap();
     let info = row.info();
@@ -174,7 +232,12 @@ fn inventory_rows_and_sources() {
     assert_eq!(src, d.root.join("iso/a.iso"));
     let host = resolve_source(&store, d.outside.join("secret").to_str().unwrap()).unwrap();
     assert!(host.ends_with("secret"));
-    for bad in ["[datastore1] ../outside/secret", "[datastore1 iso/a.iso", "relative/path", "[datastore1] iso"] {
+    for bad in [
+        "[datastore1] ../outside/secret",
+        "[datastore1 iso/a.iso",
+        "relative/path",
+        "[datastore1] iso",
+    ] {
         assert!(resolve_source(&store, bad).is_err(), "{bad}");
     }
     assert_eq!(

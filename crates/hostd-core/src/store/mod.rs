@@ -40,6 +40,7 @@ pub struct Store {
 }
 
 /// The schema version this code writes.
+#[cfg(test)]
 pub fn schema_version() -> i64 {
     schema::MIGRATIONS.len() as i64
 }
@@ -145,7 +146,8 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> std::result::Result<bo
         };
         let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", target).map_err(err)?;
+        tx.pragma_update(None, "user_version", target)
+            .map_err(err)?;
         tx.commit().map_err(err)?;
     }
     Ok(version == 0)
@@ -181,7 +183,10 @@ mod tests {
         let v1 = ["CREATE TABLE a (x INTEGER)"];
         assert!(migrate(&mut conn, &v1).unwrap());
         conn.execute("INSERT INTO a VALUES (1)", []).unwrap();
-        let v2 = ["CREATE TABLE a (x INTEGER)", "ALTER TABLE a ADD COLUMN y TEXT"];
+        let v2 = [
+            "CREATE TABLE a (x INTEGER)",
+            "ALTER TABLE a ADD COLUMN y TEXT",
+        ];
         assert!(!migrate(&mut conn, &v2).unwrap());
         let (x, y): (i64, Option<String>) = conn
             .query_row("SELECT x, y FROM a", [], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -191,7 +196,10 @@ mod tests {
         assert!(!migrate(&mut conn, &v2).unwrap());
         // A database from a newer keeld is refused, not downgraded.
         let err = migrate(&mut conn, &v1).unwrap_err();
-        assert!(matches!(err, StoreError::TooNew { found: 2, known: 1 }), "{err}");
+        assert!(
+            matches!(err, StoreError::TooNew { found: 2, known: 1 }),
+            "{err}"
+        );
     }
 
     #[test]
