@@ -16,6 +16,7 @@ use vmm::device_manager::block::DiskConfig;
 use vmm::device_manager::console::ConsolePortConfig;
 use vmm::device_manager::net::NetConfig;
 use vmm::device_manager::vsock::VsockConfig;
+use vmm_api::ExitReport;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,7 +44,9 @@ struct Args {
     /// Guest memory, like 512M or 4G.
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = config::parse_memory)]
     memory: u64,
-    /// Serial console (COM1): stdio, file=PATH, socket=PATH or off.
+    /// Serial console (COM1): stdio, file=PATH, socket=PATH[,log=FILE] or off.
+    /// With log=FILE the socket's output is also appended to FILE (moved to
+    /// FILE.1 at 2 MiB), whether or not a client is connected.
     #[arg(long, value_name = "MODE", default_value = "stdio")]
     serial: SerialConfig,
     /// Exit (status 0) when the guest reboots instead of restarting it.
@@ -81,9 +84,13 @@ struct Args {
     #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "")]
     balloon: Option<BalloonOptions>,
     /// Serve the control protocol (status, pause, resume, power-button, stop,
-    /// balloon) on this Unix socket; see docs/vmm-api.md.
+    /// reset, balloon) on this Unix socket; see docs/vmm-api.md.
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
+    /// At exit, write {"status":N,"reason":"...","message":"..."} to this file
+    /// (atomically; removed at start), for a supervisor that is not the parent.
+    #[arg(long, value_name = "PATH")]
+    exit_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -107,6 +114,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &args.exit_file {
+        // A report left by an earlier run must not describe this one.
+        if let Err(e) = std::fs::remove_file(path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!(
+                    "keel-vmm: cannot remove the old exit file {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let exit_file = args.exit_file.clone();
     let config = VmConfig {
         kernel: args.kernel,
         initrd: args.initrd,
@@ -124,16 +144,28 @@ fn main() -> ExitCode {
         api_socket: args.api_socket,
         balloon: args.balloon,
     };
-    match vmm::run(&config) {
-        Ok(exit) => {
-            eprintln!("keel-vmm: {}", exit.describe());
-            ExitCode::from(exit.code() as u8)
-        }
-        Err(e) => {
-            eprintln!("keel-vmm: {}", chain(&e));
-            ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+    let report = match vmm::run(&config) {
+        Ok(exit) => ExitReport {
+            status: exit.code(),
+            reason: exit.cause(),
+            message: exit.describe(),
+        },
+        Err(e) => ExitReport {
+            status: e.code(),
+            reason: e.cause(),
+            message: chain(&e),
+        },
+    };
+    eprintln!("keel-vmm: {}", report.message);
+    if let Some(path) = exit_file {
+        if let Err(e) = report.write(&path) {
+            eprintln!(
+                "keel-vmm: cannot write the exit file {}: {e}",
+                path.display()
+            );
         }
     }
+    ExitCode::from(report.status as u8)
 }
 
 /// The error and its causes on one line: "A: B: C".

@@ -53,12 +53,22 @@ impl Client {
             path: path.display().to_string(),
             source,
         })?;
+        Client::from_stream(stream)
+    }
+
+    /// A client on a stream already connected to a control socket.
+    pub fn from_stream(stream: UnixStream) -> Result<Client, ClientError> {
         let writer = stream.try_clone().map_err(ClientError::Io)?;
         Ok(Client {
             reader: LineReader::new(BufReader::new(stream), MAX_RESPONSE_LINE),
             writer,
             next_id: 1,
         })
+    }
+
+    /// The connection (for its peer's credentials, say).
+    pub fn stream(&self) -> &UnixStream {
+        &self.writer
     }
 
     /// Gives up on an answer after `timeout` (`None`: wait forever).

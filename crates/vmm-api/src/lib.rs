@@ -30,17 +30,20 @@
 //! - Clients ignore reply fields they do not know and map error codes they
 //!   do not know to [`ErrorCode::Unknown`].
 //!
-//! See `docs/vmm-api.md` for the commands and their answers.
+//! See `docs/vmm-api.md` for the commands and their answers. The exit
+//! report keel-vmm leaves behind (`--exit-file`) is in [`exit`].
 
 #![forbid(unsafe_code)]
 
 mod client;
+pub mod exit;
 mod framing;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use client::{Client, ClientError};
+pub use exit::{ExitCause, ExitReport};
 pub use framing::{LineRead, LineReader};
 
 /// The protocol version this crate speaks.
@@ -69,6 +72,11 @@ pub enum Request {
     /// Stops the VM at once (exit status 5). The answer is sent before the
     /// VMM exits.
     Stop,
+    /// Restarts the guest at once, as a guest reboot does (the reset
+    /// button): the VM is rebuilt and the kernel boots again. With
+    /// `--no-reboot` the VMM exits (status 0) instead. The answer is sent
+    /// before the reset.
+    Reset,
     /// Sets the balloon's target: the guest is asked to give this much of
     /// its memory back (rounded down to 4 KiB pages). 0 deflates it fully.
     BalloonSet { target_bytes: u64 },
@@ -87,6 +95,7 @@ impl Request {
             Request::Resume => "resume",
             Request::PowerButton => "power-button",
             Request::Stop => "stop",
+            Request::Reset => "reset",
             Request::BalloonSet { .. } => "balloon-set",
             Request::BalloonStats => "balloon-stats",
         }
@@ -101,6 +110,7 @@ pub const COMMANDS: &[&str] = &[
     "resume",
     "power-button",
     "stop",
+    "reset",
     "balloon-set",
     "balloon-stats",
 ];
@@ -110,7 +120,7 @@ pub const COMMANDS: &[&str] = &[
 #[serde(rename_all = "kebab-case")]
 pub enum Reply {
     /// The command was carried out (pause, resume, power-button, stop,
-    /// balloon-set).
+    /// reset, balloon-set).
     Done,
     Version(VersionInfo),
     Status(VmStatus),

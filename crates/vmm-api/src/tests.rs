@@ -24,6 +24,7 @@ fn every_command_parses() {
         (r#"{"v":1,"cmd":"resume"}"#, Request::Resume),
         (r#"{"v":1,"cmd":"power-button"}"#, Request::PowerButton),
         (r#"{"v":1,"cmd":"stop"}"#, Request::Stop),
+        (r#"{"v":1,"cmd":"reset"}"#, Request::Reset),
         (
             r#"{"cmd":"balloon-set","v":1,"target_bytes":268435456}"#,
             Request::BalloonSet {
@@ -52,6 +53,7 @@ fn every_command_parses() {
 fn encoded_requests_parse_back() {
     for request in [
         Request::Status,
+        Request::Reset,
         Request::BalloonSet {
             target_bytes: u64::MAX,
         },
@@ -98,6 +100,10 @@ fn non_objects_and_bad_fields_get_bad_request() {
         (
             r#"{"v":1,"cmd":"status","force":true}"#,
             "Unknown field 'force'",
+        ),
+        (
+            r#"{"v":1,"cmd":"reset","hard":true}"#,
+            "Unknown field 'hard'",
         ),
         (r#"{"v":1,"cmd":"balloon-set"}"#, "target_bytes"),
         (
@@ -283,4 +289,20 @@ fn client_refuses_mismatched_or_malformed_answers() {
         Client::connect(&path),
         Err(ClientError::Connect { .. })
     ));
+}
+
+#[test]
+fn a_client_can_start_from_a_connected_stream() {
+    let path = socket_path("from-stream");
+    let server = serve(&path, |line| {
+        let e = parse_request(line.as_bytes()).unwrap();
+        Response::new(e.id, Ok(Reply::Done)).encode()
+    });
+    let stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let mut c = Client::from_stream(stream).unwrap();
+    assert!(c.stream().peer_addr().is_ok());
+    assert_eq!(c.call(Request::Reset).unwrap(), Reply::Done);
+    drop(c);
+    server.join().unwrap();
+    let _ = std::fs::remove_file(&path);
 }

@@ -17,6 +17,9 @@ pub const MIN_MEMORY: u64 = 16 << 20;
 pub const MAX_MEMORY: u64 = 16 << 40;
 /// How long the guest gets to power off after the ACPI power button.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The size at which `--serial socket=PATH,log=FILE` moves FILE to FILE.1
+/// (replacing the older one) and starts a new FILE.
+pub const SERIAL_LOG_LIMIT: u64 = 2 << 20;
 
 /// Errors in a VM's configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,7 +34,7 @@ pub enum ConfigError {
     MemoryUnaligned(u64),
     #[error("Invalid vCPU count '{0}': expected a number from 1 to {max}", max = arch::layout::MAX_VCPUS)]
     Cpus(String),
-    #[error("Invalid serial '{0}': expected stdio, off, file=PATH or socket=PATH")]
+    #[error("Invalid serial '{0}': expected stdio, off, file=PATH or socket=PATH[,log=FILE]")]
     Serial(String),
 }
 
@@ -44,8 +47,9 @@ pub enum SerialConfig {
     /// Output appended to a file; no input.
     File(PathBuf),
     /// A Unix socket the VMM listens on: one client at a time gets the output
-    /// and sends input.
-    Socket(PathBuf),
+    /// and sends input. With `log`, the output is also appended to that
+    /// file (rotated at [`SERIAL_LOG_LIMIT`]), client or not.
+    Socket { path: PathBuf, log: Option<PathBuf> },
     /// Output discarded.
     Off,
 }
@@ -66,7 +70,17 @@ impl FromStr for SerialConfig {
             "off" => Ok(SerialConfig::Off),
             _ => match s.split_once('=') {
                 Some(("file", p)) => path(p).map(SerialConfig::File),
-                Some(("socket", p)) => path(p).map(SerialConfig::Socket),
+                // The socket's path may hold commas; `,log=` is the last option.
+                Some(("socket", rest)) => match rest.rsplit_once(",log=") {
+                    Some((p, log)) => Ok(SerialConfig::Socket {
+                        path: path(p)?,
+                        log: Some(path(log)?),
+                    }),
+                    None => Ok(SerialConfig::Socket {
+                        path: path(rest)?,
+                        log: None,
+                    }),
+                },
                 _ => Err(ConfigError::Serial(s.to_string())),
             },
         }
@@ -294,9 +308,28 @@ mod tests {
         );
         assert_eq!(
             "socket=/run/s".parse(),
-            Ok(SerialConfig::Socket("/run/s".into()))
+            Ok(SerialConfig::Socket {
+                path: "/run/s".into(),
+                log: None
+            })
         );
-        for bad in ["", "file=", "tcp=1", "pty", "socket"] {
+        assert_eq!(
+            "socket=/run/a,b.sock,log=console.log".parse(),
+            Ok(SerialConfig::Socket {
+                path: "/run/a,b.sock".into(),
+                log: Some("console.log".into())
+            })
+        );
+        for bad in [
+            "",
+            "file=",
+            "tcp=1",
+            "pty",
+            "socket",
+            "socket=",
+            "socket=,log=x",
+            "socket=/s,log=",
+        ] {
             assert!(bad.parse::<SerialConfig>().is_err(), "{bad}");
         }
     }

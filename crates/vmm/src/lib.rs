@@ -11,7 +11,7 @@
 //! ```text
 //!            boot                guest S5 / power button (SIGTERM or API) + S5
 //!  (start) ───────▶ Running ─────────────────────────────────▶ PoweredOff (0)
-//!                    │  ▲  guest reset
+//!                    │  ▲  guest reset, or `reset` on the control socket
 //!                    │  └──────── rebuild (unless --no-reboot → Reset (0))
 //!                    ├── triple fault ──────────────────────▶ Crashed (3)
 //!                    ├── KVM failure ───────────────────────▶ Failed (4)
@@ -87,6 +87,19 @@ impl Exit {
         }
     }
 
+    /// The cause in the exit report (`--exit-file`).
+    pub fn cause(&self) -> vmm_api::ExitCause {
+        use vmm_api::ExitCause;
+        match self {
+            Exit::PoweredOff => ExitCause::PoweredOff,
+            Exit::Reset | Exit::ResetWhileStopping => ExitCause::Reset,
+            Exit::Crashed { .. } => ExitCause::TripleFault,
+            Exit::Failed { .. } => ExitCause::KvmError,
+            Exit::HardStopped => ExitCause::ShutdownTimeout,
+            Exit::Stopped => ExitCause::Stopped,
+        }
+    }
+
     /// The line (or lines) to print about it.
     pub fn describe(&self) -> String {
         match self {
@@ -127,6 +140,23 @@ pub enum VmmError {
 }
 
 impl VmmError {
+    /// The process exit status for this error: 2 for bad input, else 1.
+    pub fn code(&self) -> i32 {
+        if self.is_bad_input() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The cause in the exit report (`--exit-file`).
+    pub fn cause(&self) -> vmm_api::ExitCause {
+        match self {
+            VmmError::Kvm(_) => vmm_api::ExitCause::KvmError,
+            _ => vmm_api::ExitCause::VmmError,
+        }
+    }
+
     /// True when the error is the user's input (exit status 2).
     pub fn is_bad_input(&self) -> bool {
         match self {
@@ -190,7 +220,10 @@ pub fn run(config: &VmConfig) -> Result<Exit, VmmError> {
     }
 }
 
-enum Outcome {
+/// How one boot of the guest ends.
+pub(crate) enum Outcome {
+    /// The guest resets (or `reset` on the control socket): boot again,
+    /// unless `--no-reboot`.
     Reset,
     Exit(Exit),
 }
@@ -243,10 +276,51 @@ fn control_loop(
                 );
             }
             Event::Api(call) => {
-                if let Some(exit) = api::handler::serve(call, vm, ctl, config) {
-                    return Ok(Outcome::Exit(exit));
+                if let Some(outcome) = api::handler::serve(call, vm, ctl, config) {
+                    return Ok(outcome);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmm_api::ExitCause;
+
+    #[test]
+    fn every_ending_has_its_status_and_report_cause() {
+        let crash = || (0u8, String::from("r"));
+        let cases = [
+            (Exit::PoweredOff, 0, ExitCause::PoweredOff),
+            (Exit::Reset, 0, ExitCause::Reset),
+            (Exit::ResetWhileStopping, 0, ExitCause::Reset),
+            (
+                Exit::Crashed {
+                    vcpu: crash().0,
+                    reason: crash().1,
+                },
+                3,
+                ExitCause::TripleFault,
+            ),
+            (
+                Exit::Failed {
+                    vcpu: crash().0,
+                    reason: crash().1,
+                },
+                4,
+                ExitCause::KvmError,
+            ),
+            (Exit::HardStopped, 5, ExitCause::ShutdownTimeout),
+            (Exit::Stopped, 5, ExitCause::Stopped),
+        ];
+        for (exit, code, cause) in cases {
+            assert_eq!((exit.code(), exit.cause()), (code, cause), "{exit:?}");
+        }
+        let e = VmmError::StuckVcpu;
+        assert_eq!((e.code(), e.cause()), (1, ExitCause::VmmError));
+        let e = VmmError::Console(console::ConsoleError::NotASocket("/x".into()));
+        assert_eq!((e.code(), e.cause()), (2, ExitCause::VmmError));
     }
 }

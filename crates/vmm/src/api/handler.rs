@@ -11,14 +11,20 @@ use super::ApiCall;
 use crate::config::VmConfig;
 use crate::state::{Control, StateError, VmState};
 use crate::vm::Vm;
-use crate::Exit;
+use crate::{Exit, Outcome};
 
-/// Serves `call`; returns how the VM ends when the request ends it
-/// (`stop`). The answer is sent before returning.
-pub fn serve(call: ApiCall, vm: &Vm, ctl: &mut Control, config: &VmConfig) -> Option<Exit> {
-    let (result, exit) = handle(&call.request, vm, ctl, config);
+/// Serves `call`; returns how this boot ends when the request ends it
+/// (`stop` ends the VM, `reset` reboots it). The answer is sent before
+/// returning.
+pub(crate) fn serve(
+    call: ApiCall,
+    vm: &Vm,
+    ctl: &mut Control,
+    config: &VmConfig,
+) -> Option<Outcome> {
+    let (result, outcome) = handle(&call.request, vm, ctl, config);
     call.answer(result);
-    exit
+    outcome
 }
 
 fn handle(
@@ -26,7 +32,7 @@ fn handle(
     vm: &Vm,
     ctl: &mut Control,
     config: &VmConfig,
-) -> (Result<Reply, ApiError>, Option<Exit>) {
+) -> (Result<Reply, ApiError>, Option<Outcome>) {
     let done = |r: Result<(), StateError>| r.map(|()| Reply::Done).map_err(state_error);
     let result = match request {
         Request::Version => Err(ApiError::new(
@@ -60,7 +66,13 @@ fn handle(
         }
         Request::Stop => {
             ctl.state = VmState::Ended;
-            return (Ok(Reply::Done), Some(Exit::Stopped));
+            return (Ok(Reply::Done), Some(Outcome::Exit(Exit::Stopped)));
+        }
+        Request::Reset => {
+            // The reset button: whatever the guest is doing (paused,
+            // shutting down), it boots again; the next boot starts Running.
+            eprintln!("keel-vmm: reset (control socket)");
+            return (Ok(Reply::Done), Some(Outcome::Reset));
         }
         Request::BalloonSet { target_bytes } => balloon(vm).and_then(|b| {
             b.set_target(*target_bytes)
