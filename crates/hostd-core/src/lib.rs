@@ -18,6 +18,7 @@ mod metrics;
 mod names;
 mod power;
 mod store;
+pub mod supervisor;
 mod sys;
 mod tasks;
 mod vmconfig;
