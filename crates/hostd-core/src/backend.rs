@@ -1,6 +1,6 @@
 //! What the host needs from the VMM supervisor, as a trait: the real
-//! [`Supervisor`](crate::supervisor) implements it, and the unit tests use a
-//! fake that "runs" VMs without processes.
+//! [`Supervisor`] implements it, and the unit tests use a fake that "runs"
+//! VMs without processes.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use hostd_api::VmConfig;
 
-pub use pending::{ConsoleHandle, ExitReason, ProcStats, RunInfo, VmExit};
-
-/// Called with every VMM exit the supervisor sees.
-pub type OnExit = Box<dyn Fn(VmExit) + Send + Sync>;
+use crate::supervisor::Supervisor;
+pub use crate::supervisor::{ConsoleHandle, ExitReason, OnExit, ProcStats, RunInfo, VmExit};
 
 /// The supervisor's operations; errors are one-line messages.
 pub trait VmmBackend: Send + Sync {
     fn start(&self, id: i64, folder: &Path, cfg: &VmConfig) -> Result<RunInfo, String>;
+    /// How the VM's last VMM ended while keeld was away (see
+    /// [`Supervisor::last_exit`]); call before `attach`.
+    fn last_exit(&self, id: i64, folder: &Path) -> Option<VmExit>;
     fn attach(&self, id: i64, folder: &Path) -> Result<Option<RunInfo>, String>;
     fn running(&self, id: i64) -> Option<RunInfo>;
     fn request(&self, id: i64, req: vmm_api::Request) -> Result<vmm_api::Reply, String>;
@@ -28,43 +29,51 @@ pub trait VmmBackend: Send + Sync {
 /// Builds the backend, given the exit callback.
 pub type MakeBackend = Box<dyn FnOnce(OnExit) -> Arc<dyn VmmBackend>>;
 
-/// Stand-ins for the supervisor's types until it lands.
-mod pending {
-    use std::sync::Arc;
-
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct RunInfo {
-        pub pid: u32,
-        pub started_ms: u64,
+/// A supervisor error as one line, with vmm.log's last lines when it has
+/// them.
+fn message(e: crate::supervisor::SupervisorError) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
     }
-
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-    pub struct ProcStats {
-        pub cpu_ms: u64,
-        pub rss_bytes: u64,
+    let tail = e.log_tail();
+    if !tail.is_empty() {
+        msg.push_str(" (vmm.log: ");
+        msg.push_str(&tail[tail.len().saturating_sub(3)..].join(" / "));
+        msg.push(')');
     }
+    msg
+}
 
-    pub struct ConsoleHandle {
-        pub backlog: Vec<u8>,
-        pub output: tokio::sync::broadcast::Receiver<Arc<[u8]>>,
-        pub input: std::sync::mpsc::Sender<Vec<u8>>,
+impl VmmBackend for Supervisor {
+    fn start(&self, id: i64, folder: &Path, cfg: &VmConfig) -> Result<RunInfo, String> {
+        Supervisor::start(self, id, folder, cfg).map_err(message)
     }
-
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub enum ExitReason {
-        PoweredOff,
-        Stopped,
-        Crashed {
-            status: Option<i32>,
-            signal: Option<i32>,
-            message: String,
-        },
+    fn last_exit(&self, id: i64, folder: &Path) -> Option<VmExit> {
+        Supervisor::last_exit(self, id, folder)
     }
-
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct VmExit {
-        pub id: i64,
-        pub reason: ExitReason,
-        pub log_tail: Vec<String>,
+    fn attach(&self, id: i64, folder: &Path) -> Result<Option<RunInfo>, String> {
+        Supervisor::attach(self, id, folder).map_err(message)
+    }
+    fn running(&self, id: i64) -> Option<RunInfo> {
+        Supervisor::running(self, id)
+    }
+    fn request(&self, id: i64, req: vmm_api::Request) -> Result<vmm_api::Reply, String> {
+        Supervisor::request(self, id, req).map_err(message)
+    }
+    fn stop(&self, id: i64) -> Result<(), String> {
+        Supervisor::stop(self, id).map_err(message)
+    }
+    fn wait_exit(&self, id: i64, timeout: Duration) -> bool {
+        Supervisor::wait_exit(self, id, timeout)
+    }
+    fn console(&self, id: i64) -> Result<ConsoleHandle, String> {
+        Supervisor::console(self, id).map_err(message)
+    }
+    fn process_stats(&self, id: i64) -> Option<ProcStats> {
+        Supervisor::process_stats(self, id)
     }
 }

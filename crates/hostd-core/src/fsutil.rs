@@ -102,24 +102,6 @@ pub fn allocated(meta: &fs::Metadata) -> u64 {
     meta.len().min(meta.blocks().saturating_mul(512))
 }
 
-/// The last `max_bytes` of a file, as text (lossy), starting at a line
-/// boundary when it was cut.
-pub fn tail(path: &Path, max_bytes: u64) -> io::Result<String> {
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let start = len.saturating_sub(max_bytes);
-    file.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::with_capacity((len - start) as usize);
-    file.take(max_bytes).read_to_end(&mut buf)?;
-    let mut text = String::from_utf8_lossy(&buf).into_owned();
-    if start > 0 {
-        if let Some(nl) = text.find('\n') {
-            text.drain(..=nl);
-        }
-    }
-    Ok(text)
-}
-
 /// A unique, empty directory under the system's temp dir for a test,
 /// removed on drop.
 #[cfg(test)]
@@ -187,16 +169,6 @@ mod tests {
         assert!(seen.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(fs::read(&dst).unwrap(), fs::read(&src).unwrap());
         assert!(copy_with_progress(&src, &dst, &mut |_| {}).is_err());
-    }
-
-    #[test]
-    fn tail_cuts_at_a_line() {
-        let dir = TestDir::new("fsutil");
-        let path = dir.path().join("log");
-        fs::write(&path, "first line\nsecond\nthird\n").unwrap();
-        assert_eq!(tail(&path, 1000).unwrap(), "first line\nsecond\nthird\n");
-        assert_eq!(tail(&path, 10).unwrap(), "third\n");
-        assert!(tail(&dir.path().join("none"), 10).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::error::{CoreError, Result};
 use crate::events::{self, NewEvent};
 use crate::host::{Caller, Host, SYSTEM_USER};
 use crate::names;
+use crate::supervisor::Supervisor;
 use crate::vmconfig;
 use crate::vms::{self, last_exit, VmRow};
 
@@ -31,52 +32,13 @@ const AUTOSTART_DELAY_KEY: &str = "autostart_delay_ms";
 /// Lines of the VMM's log kept in a crash event.
 const CRASH_LOG_LINES: usize = 10;
 
-/// The real supervisor (until it lands: a backend that refuses to start VMs).
+/// The real supervisor.
 pub(crate) fn real_backend(
     keel_vmm: PathBuf,
     run_dir: PathBuf,
     on_exit: OnExit,
 ) -> Arc<dyn VmmBackend> {
-    let _ = (keel_vmm, run_dir, on_exit);
-    Arc::new(Unavailable)
-}
-
-struct Unavailable;
-
-impl VmmBackend for Unavailable {
-    fn start(
-        &self,
-        _: i64,
-        _: &std::path::Path,
-        _: &hostd_api::VmConfig,
-    ) -> std::result::Result<crate::backend::RunInfo, String> {
-        Err("The VMM supervisor is not available in this build".into())
-    }
-    fn attach(
-        &self,
-        _: i64,
-        _: &std::path::Path,
-    ) -> std::result::Result<Option<crate::backend::RunInfo>, String> {
-        Ok(None)
-    }
-    fn running(&self, _: i64) -> Option<crate::backend::RunInfo> {
-        None
-    }
-    fn request(&self, _: i64, _: vmm_api::Request) -> std::result::Result<vmm_api::Reply, String> {
-        Err("Not running".into())
-    }
-    fn stop(&self, _: i64) -> std::result::Result<(), String> {
-        Ok(())
-    }
-    fn wait_exit(&self, _: i64, _: Duration) -> bool {
-        true
-    }
-    fn console(&self, _: i64) -> std::result::Result<ConsoleHandle, String> {
-        Err("Not running".into())
-    }
-    fn process_stats(&self, _: i64) -> Option<crate::backend::ProcStats> {
-        None
-    }
+    Arc::new(Supervisor::new(keel_vmm, run_dir, on_exit))
 }
 
 fn op_kind(op: PowerOp) -> &'static str {
@@ -152,8 +114,11 @@ impl Host {
                 }
             }
             PowerOp::Reset => {
-                self.backend().stop(row.id).map_err(failed)?;
-                self.power_on(row, user)?;
+                // The VMM rebuilds the VM and boots it again, in the same
+                // process.
+                self.backend()
+                    .request(row.id, vmm_api::Request::Reset)
+                    .map_err(failed)?;
                 self.event(
                     NewEvent::info("vm.reset", &format!("VM {name} reset"))
                         .user(user)
@@ -323,6 +288,14 @@ impl Host {
                 Ok(f) => f,
                 Err(_) => continue,
             };
+            // How a VMM that ended while keeld was away ended: asked before
+            // attach, which clears the traces it reads.
+            let was_running = row.last_exit.as_deref() == Some(last_exit::RUNNING);
+            let ended = if was_running {
+                self.backend().last_exit(row.id, &folder)
+            } else {
+                None
+            };
             match self.backend().attach(row.id, &folder) {
                 Ok(Some(run)) => self.event(
                     NewEvent::info(
@@ -334,24 +307,18 @@ impl Host {
                     )
                     .target(&target),
                 ),
-                Ok(None) => {
-                    let now = self
-                        .store()
-                        .with(|c| vms::row_by_id(c, row.id))
-                        .ok()
-                        .flatten();
-                    if now.and_then(|r| r.last_exit).as_deref() == Some(last_exit::RUNNING) {
-                        self.on_vm_exit(VmExit {
-                            id: row.id,
-                            reason: ExitReason::Crashed {
-                                status: None,
-                                signal: None,
-                                message: "its VMM ended while keeld was not running".into(),
-                            },
-                            log_tail: Vec::new(),
-                        });
-                    }
+                Ok(None) if was_running => {
+                    self.on_vm_exit(ended.unwrap_or_else(|| VmExit {
+                        id: row.id,
+                        reason: ExitReason::Crashed {
+                            status: None,
+                            signal: None,
+                            message: "its VMM ended while keeld was not running".into(),
+                        },
+                        log_tail: Vec::new(),
+                    }));
                 }
+                Ok(None) => {}
                 Err(e) => self.event(
                     NewEvent::info(
                         "vm.reattach-failed",
@@ -445,3 +412,6 @@ impl Host {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

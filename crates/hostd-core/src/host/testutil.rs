@@ -17,8 +17,8 @@ pub const ADMIN_PASSWORD: &str = "admin-password-1";
 /// "Runs" VMs without processes.
 pub struct Fake {
     on_exit: OnExit,
-    /// id → (run, paused)
-    running: Mutex<HashMap<i64, (RunInfo, bool)>>,
+    /// id → (run, paused, boots)
+    running: Mutex<HashMap<i64, (RunInfo, bool, u32)>>,
     /// Every start, in order: (id, VM name).
     pub starts: Mutex<Vec<(i64, String)>>,
     /// Milliseconds each start takes.
@@ -74,20 +74,23 @@ impl VmmBackend for Fake {
             pid: self.next_pid.fetch_add(1, Ordering::Relaxed) as u32,
             started_ms: crate::fsutil::now_ms(),
         };
-        lock(&self.running).insert(id, (run, false));
+        lock(&self.running).insert(id, (run, false, 1));
         lock(&self.starts).push((id, cfg.name.clone()));
         Ok(run)
+    }
+    fn last_exit(&self, _id: i64, _folder: &Path) -> Option<VmExit> {
+        None
     }
     fn attach(&self, id: i64, _folder: &Path) -> Result<Option<RunInfo>, String> {
         Ok(self.running(id))
     }
     fn running(&self, id: i64) -> Option<RunInfo> {
-        lock(&self.running).get(&id).map(|(r, _)| *r)
+        lock(&self.running).get(&id).map(|(r, _, _)| *r)
     }
     fn request(&self, id: i64, req: vmm_api::Request) -> Result<vmm_api::Reply, String> {
         use vmm_api::{Reply, Request, VmState, VmStatus};
         let mut running = lock(&self.running);
-        let Some((_, paused)) = running.get_mut(&id) else {
+        let Some((_, paused, boots)) = running.get_mut(&id) else {
             return Err("not running".into());
         };
         match req {
@@ -100,7 +103,7 @@ impl VmmBackend for Fake {
                 vcpus: 1,
                 memory_bytes: 1 << 28,
                 uptime_ms: 5,
-                boots: 1,
+                boots: *boots,
                 balloon: None,
             })),
             Request::Pause => {
@@ -109,6 +112,10 @@ impl VmmBackend for Fake {
             }
             Request::Resume => {
                 *paused = false;
+                Ok(Reply::Done)
+            }
+            Request::Reset => {
+                *boots += 1;
                 Ok(Reply::Done)
             }
             Request::PowerButton => {

@@ -254,12 +254,9 @@ impl Host {
             0 => 64 * 1024,
             n => n.min(16 << 20),
         };
-        let path = self.vm_folder(&row)?.join("console.log");
-        match crate::fsutil::tail(&path, max) {
-            Ok(text) => Ok(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-            Err(e) => Err(CoreError::io(path.display(), &e)),
-        }
+        let folder = self.vm_folder(&row)?;
+        let bytes = crate::supervisor::Supervisor::console_log_tail(&folder, max as usize);
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// The canonical folders of all registered VMs on a datastore (for
