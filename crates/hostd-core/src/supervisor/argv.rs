@@ -220,32 +220,21 @@ mod tests {
     #[test]
     fn files_outside_the_folder_and_commas_are_refused() {
         let paths = RunPaths::new(Path::new("/r"), 1);
-        let cases: Vec<(Box<dyn Fn(&mut VmConfig)>, &str)> = vec![
+        type Edit = fn(&mut VmConfig);
+        let cases: [(Edit, &str); 10] = [
+            (|c| c.boot.kernel = "/boot/vmlinuz".into(), "Kernel"),
+            (|c| c.boot.kernel = "../other/vmlinuz".into(), "Kernel"),
+            (|c| c.boot.kernel = String::new(), "Kernel"),
+            (|c| c.boot.kernel = ".".into(), "Kernel"),
+            (|c| c.boot.initrd = Some("a/../../x".into()), "Initrd"),
+            (|c| c.disks[0].file = "a,b.qcow2".into(), "Disk 0"),
+            (|c| c.disks[1].serial = "x,readonly=off".into(), "serial"),
             (
-                Box::new(|c| c.boot.kernel = "/boot/vmlinuz".into()),
-                "Kernel",
-            ),
-            (
-                Box::new(|c| c.boot.kernel = "../other/vmlinuz".into()),
-                "Kernel",
-            ),
-            (Box::new(|c| c.boot.kernel = String::new()), "Kernel"),
-            (Box::new(|c| c.boot.kernel = ".".into()), "Kernel"),
-            (
-                Box::new(|c| c.boot.initrd = Some("a/../../x".into())),
-                "Initrd",
-            ),
-            (Box::new(|c| c.disks[0].file = "a,b.qcow2".into()), "Disk 0"),
-            (
-                Box::new(|c| c.disks[1].serial = "x,readonly=off".into()),
-                "serial",
-            ),
-            (
-                Box::new(|c| c.disks[0].format = "raw,path=/etc/shadow".into()),
+                |c| c.disks[0].format = "raw,path=/etc/shadow".into(),
                 "format",
             ),
-            (Box::new(|c| c.nics[1].mac = Some("x\ny".into())), "MAC"),
-            (Box::new(|c| c.nics[1].tap = Some("t,mac=1".into())), "tap"),
+            (|c| c.nics[1].mac = Some("x\ny".into()), "MAC"),
+            (|c| c.nics[1].tap = Some("t,mac=1".into()), "tap"),
         ];
         for (edit, needle) in cases {
             let mut cfg = config();
