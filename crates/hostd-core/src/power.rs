@@ -17,7 +17,7 @@ use rusqlite::params;
 use crate::backend::{ConsoleHandle, ExitReason, OnExit, VmExit, VmmBackend};
 use crate::error::{CoreError, Result};
 use crate::events::{self, NewEvent};
-use crate::host::{Caller, Host, SYSTEM_USER};
+use crate::host::{lock, Caller, Host, SYSTEM_USER};
 use crate::names;
 use crate::supervisor::Supervisor;
 use crate::vmconfig;
@@ -91,6 +91,26 @@ impl Host {
         let name = &row.name;
         let target = format!("vm:{name}");
         let failed = |e: String| CoreError::internal(format!("VM {name}: {e}"));
+        // The exit this operation causes is the user's doing.
+        if let (PowerOp::Off | PowerOp::Shutdown, Some(user)) = (op, user) {
+            lock(&self.inner.exit_by).insert(row.id, user.to_string());
+        }
+        let result = self.power_op_inner(row, op, user, &target, failed);
+        if result.is_err() {
+            lock(&self.inner.exit_by).remove(&row.id);
+        }
+        result
+    }
+
+    fn power_op_inner(
+        &self,
+        row: &VmRow,
+        op: PowerOp,
+        user: Option<&str>,
+        target: &str,
+        failed: impl Fn(String) -> CoreError,
+    ) -> Result<()> {
+        let name = &row.name;
         match op {
             PowerOp::On => self.power_on(row, user)?,
             PowerOp::Off => self.backend().stop(row.id).map_err(failed)?,
@@ -104,7 +124,7 @@ impl Host {
                         &format!("Power button pressed on VM {name}"),
                     )
                     .user(user)
-                    .target(&target),
+                    .target(target),
                 );
                 if !self.backend().wait_exit(row.id, SHUTDOWN_WAIT) {
                     return Err(CoreError::internal(format!(
@@ -122,7 +142,7 @@ impl Host {
                 self.event(
                     NewEvent::info("vm.reset", &format!("VM {name} reset"))
                         .user(user)
-                        .target(&target),
+                        .target(target),
                 );
             }
             PowerOp::Pause | PowerOp::Resume => {
@@ -135,7 +155,7 @@ impl Host {
                 self.event(
                     NewEvent::info(kind, &format!("VM {name} {msg}"))
                         .user(user)
-                        .target(&target),
+                        .target(target),
                 );
             }
         }
@@ -255,6 +275,7 @@ impl Host {
             }
         };
         let short = message.lines().next().unwrap_or_default().to_string();
+        let by = lock(&self.inner.exit_by).remove(&exit.id);
         let result = self.store().tx(|tx| {
             if row.is_some() {
                 tx.execute(
@@ -266,6 +287,7 @@ impl Host {
                 tx,
                 &NewEvent::info(kind, &message)
                     .severity(severity)
+                    .user(by.as_deref())
                     .target(&target),
             )?;
             Ok(())

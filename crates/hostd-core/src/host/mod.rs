@@ -27,7 +27,7 @@ use crate::sys;
 use crate::tasks::{self, Tasks};
 
 /// How keeld opens a host.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HostOptions {
     /// Default `/var/lib/keel`.
     pub state_dir: PathBuf,
@@ -36,6 +36,20 @@ pub struct HostOptions {
     /// The `admin` user's password on first start (`KEEL_ADMIN_PASSWORD`);
     /// generated when absent. Ignored after the first start.
     pub admin_password: Option<String>,
+}
+
+impl std::fmt::Debug for HostOptions {
+    /// Without the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostOptions")
+            .field("state_dir", &self.state_dir)
+            .field("keel_vmm", &self.keel_vmm)
+            .field(
+                "admin_password",
+                &self.admin_password.as_ref().map(|_| "<hidden>"),
+            )
+            .finish()
+    }
 }
 
 /// What [`Host::open`] returns.
@@ -69,6 +83,9 @@ pub(crate) struct Inner {
     pub limiter: Mutex<Limiter>,
     /// VMs with an operation in progress (power, edit, clone, delete).
     pub busy: Mutex<HashMap<i64, &'static str>>,
+    /// Who asked for the power-off or shutdown in progress, per VM (the
+    /// exit event names them).
+    pub exit_by: Mutex<HashMap<i64, String>>,
     /// VM names that a create or clone in progress will take.
     pub reserved: Mutex<HashSet<String>>,
     /// Recently verified HTTP basic credentials: SHA-256(user NUL password)
@@ -200,6 +217,7 @@ impl Host {
                 limiter: Mutex::new(Limiter::default()),
                 busy: Mutex::new(HashMap::new()),
                 reserved: Mutex::new(HashSet::new()),
+                exit_by: Mutex::new(HashMap::new()),
                 basic_cache: Mutex::new(HashMap::new()),
                 clock_offset_ms: AtomicU64::new(0),
                 _lock: lock_file,
@@ -309,6 +327,9 @@ impl Host {
     /// Marks a VM busy with `what` (like "power-on") until the guard
     /// drops; Conflict when another operation holds it.
     pub(crate) fn claim(&self, id: i64, name: &str, what: &'static str) -> Result<BusyGuard> {
+        if lock(&self.inner.reserved).contains(name) {
+            return Err(CoreError::conflict(format!("VM {name} is being created")));
+        }
         let mut busy = lock(&self.inner.busy);
         if let Some(other) = busy.get(&id) {
             return Err(CoreError::conflict(format!(

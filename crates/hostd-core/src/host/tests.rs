@@ -293,3 +293,22 @@ fn host_views_need_system_view() {
         crate::power::DEFAULT_AUTOSTART_DELAY
     );
 }
+
+#[test]
+fn host_is_clone_send_and_sync() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    check::<Host>();
+    fn send<T: Send>() {}
+    send::<crate::Upload>();
+    send::<crate::ConsoleHandle>();
+}
+
+#[test]
+fn options_debug_hides_the_password() {
+    let opts = options(std::path::Path::new("/x"));
+    let shown = format!("{opts:?}");
+    assert!(
+        !shown.contains(ADMIN_PASSWORD) && shown.contains("<hidden>"),
+        "{shown}"
+    );
+}

@@ -250,6 +250,19 @@ fn power_operations_follow_the_state() {
         t.host.vm_get(a, "web1").unwrap().power_state,
         PowerState::PoweredOff
     );
+    let off = t
+        .host
+        .event_list(a, None, 100, Some("vm:web1"))
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|e| e.kind == "vm.powered-off")
+        .unwrap();
+    assert_eq!(
+        off.user.as_deref(),
+        Some("admin"),
+        "the exit names who asked"
+    );
     let kinds = t.event_kinds();
     for k in [
         "vm.powered-on",
