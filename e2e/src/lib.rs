@@ -18,6 +18,7 @@ use xtask::host::{self, Kvm};
 pub use xtask::guest::Then;
 pub use xtask::payload::Payload;
 
+mod keeld;
 mod linux_vm;
 mod output;
 mod run;
@@ -25,6 +26,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 
+pub use keeld::*;
 pub use linux_vm::*;
 pub use output::*;
 pub use run::*;

@@ -29,3 +29,10 @@ pub use datastores::Upload;
 pub use error::{CoreError, ErrorKind, Result};
 pub use host::{Caller, Host, HostOptions, Opened, ADMIN_USER, SYSTEM_USER};
 pub use hostd_api;
+
+/// The checks of client input that come before anything touches the disk
+/// (public for the fuzz targets).
+pub mod input {
+    pub use crate::datastores::{parse_path, PathError};
+    pub use crate::names::{validate, Entity, NameError};
+}

@@ -1,0 +1,256 @@
+//! A real keeld for end-to-end tests: its own temporary state directory, a
+//! loopback port chosen by the kernel, HTTPS with its self-signed
+//! certificate pinned by fingerprint, and the `keel` CLI pointed at it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use client::{Client, Credentials, Trust};
+
+/// The admin password every test keeld gets.
+pub const ADMIN_PASSWORD: &str = "test-admin-pw";
+
+/// A binary of this workspace beside the test executable, brought up to
+/// date with `cargo build -p PACKAGE` (once per test process; cargo test
+/// does not rebuild binaries of other packages).
+pub fn workspace_bin(package: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(package) {
+        return p.clone();
+    }
+    let path = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(package)))
+        .unwrap_or_else(|| xtask::paths::target_dir().join("debug").join(package));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package])
+        .current_dir(xtask::paths::workspace_root())
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    assert!(path.exists(), "{} does not exist", path.display());
+    built.insert(package.to_string(), path.clone());
+    path
+}
+
+/// keeld and keel, built once per test binary.
+fn bins() -> &'static (PathBuf, PathBuf) {
+    static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BINS.get_or_init(|| {
+        crate::keel_vmm();
+        (workspace_bin("keeld"), workspace_bin("keel"))
+    })
+}
+
+/// A running keeld. Dropping it kills keeld and every keel-vmm it started
+/// (found by the state directory in their command lines), then removes the
+/// state directory.
+pub struct Keeld {
+    pub state: PathBuf,
+    pub url: String,
+    pub fingerprint: String,
+    child: Option<Child>,
+    stderr: mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Keeld {
+    /// Starts keeld on a fresh state directory named after the test.
+    pub fn start(name: &str) -> Keeld {
+        let state = std::env::temp_dir().join(format!("keel-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        Self::start_in(state)
+    }
+
+    /// Starts keeld on `state` (which may hold a previous keeld's state).
+    pub fn start_in(state: PathBuf) -> Keeld {
+        let (keeld, _) = bins();
+        let mut child = Command::new(keeld)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--keel-vmm")
+            .arg(crate::keel_vmm())
+            .env("KEEL_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting keeld");
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().expect("keeld's stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut k = Keeld {
+            state,
+            url: String::new(),
+            fingerprint: String::new(),
+            child: Some(child),
+            stderr: rx,
+            log: Vec::new(),
+        };
+        let end = Instant::now() + Duration::from_secs(60);
+        while k.url.is_empty() {
+            let left = end.saturating_duration_since(Instant::now());
+            match k.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("keeld: listening on ") {
+                        let url = rest.split_whitespace().next().unwrap_or("");
+                        k.url = url.to_string();
+                        if let Some(fp) = rest.split("SHA-256 ").nth(1) {
+                            k.fingerprint = fp.trim_end_matches(')').to_string();
+                        }
+                    }
+                    k.log.push(line);
+                }
+                Err(_) => panic!("keeld did not start:\n{}", k.log.join("\n")),
+            }
+        }
+        k
+    }
+
+    /// More of keeld's stderr (what arrived so far).
+    pub fn drain_log(&mut self) -> String {
+        while let Ok(line) = self.stderr.try_recv() {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Stops keeld with `signal` (SIGTERM, SIGKILL) and waits for it; its
+    /// VMs keep running. The state directory stays for the next start.
+    pub fn stop_with(mut self, signal: i32) -> PathBuf {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, signal) };
+            let _ = c.wait();
+        }
+        let state = std::mem::take(&mut self.state);
+        std::mem::forget(self);
+        state
+    }
+
+    /// A client logged in as admin (HTTP Basic, no session).
+    pub fn admin(&self) -> Client {
+        self.client_as("admin", ADMIN_PASSWORD)
+    }
+
+    pub fn client_as(&self, user: &str, password: &str) -> Client {
+        self.anonymous().with_credentials(Credentials::Password {
+            user: user.into(),
+            password: password.into(),
+        })
+    }
+
+    /// A client with no credentials, trusting keeld's certificate.
+    pub fn anonymous(&self) -> Client {
+        let host = self.url.trim_start_matches("https://");
+        let (h, p) = host.rsplit_once(':').expect("host:port");
+        let der = client::fetch_certificate(h, p.parse().expect("port")).expect("certificate");
+        assert_eq!(
+            client::fingerprint(&der),
+            self.fingerprint,
+            "keeld printed its fingerprint"
+        );
+        Client::new(&self.url, Trust::Pinned(der)).expect("client")
+    }
+
+    /// Runs the `keel` CLI against this keeld as `user` (password through
+    /// the environment), with its own config directory.
+    pub fn keel(&self, user: &str, password: &str, args: &[&str]) -> Output {
+        let (_, keel) = bins();
+        let config = self.state.join("cli-config");
+        Command::new(keel)
+            .args([
+                "--host",
+                &self.url,
+                "--trust-fingerprint",
+                &self.fingerprint,
+            ])
+            .args(["--user", user])
+            .args(args)
+            .env("KEEL_CONFIG_DIR", &config)
+            .env("KEEL_PASSWORD", password)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running keel")
+    }
+
+    /// `keel` as admin; panics with its output unless it succeeded.
+    pub fn keel_ok(&self, args: &[&str]) -> String {
+        let out = self.keel("admin", ADMIN_PASSWORD, args);
+        assert!(
+            out.status.success(),
+            "keel {args:?} failed ({:?}):\n{}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Keeld {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !self.state.as_os_str().is_empty() {
+            kill_vmms_of(&self.state);
+            let _ = std::fs::remove_dir_all(&self.state);
+        }
+    }
+}
+
+/// Kills every process whose command line mentions `state` (the VMMs a
+/// test's keeld started, which outlive keeld by design) and removes it.
+pub fn cleanup_state(state: &Path) {
+    kill_vmms_of(state);
+    let _ = std::fs::remove_dir_all(state);
+}
+
+fn kill_vmms_of(state: &Path) {
+    let needle = state.to_string_lossy().into_owned();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(&needle) && pid != std::process::id() as i32 {
+            // SAFETY: kill(2) on a process this test started (its command
+            // line names the test's own state directory).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
