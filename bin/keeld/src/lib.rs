@@ -12,6 +12,8 @@ mod error;
 mod extract;
 pub mod openapi;
 mod routes;
+#[cfg(test)]
+mod tests;
 pub mod tls;
 
 use std::net::SocketAddr;
