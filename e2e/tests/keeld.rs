@@ -596,3 +596,69 @@ fn clone_register_and_unregister_keep_the_files_straight() {
         std::fs::read_to_string(k.state.join("datastores/datastore1/copy/copy.toml")).unwrap();
     assert!(text.contains("edited"), "{text}");
 }
+
+#[test]
+fn killing_keeld_while_it_creates_a_vm_leaves_nothing_half_done() {
+    let k = Keeld::start("killcreate");
+    let c = k.admin();
+    // A big image to import: the copy takes long enough to be caught.
+    let image = k.state.join("big.img");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&image).unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        for _ in 0..384 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let mut s = spec("halfway", Payload::Echo);
+    s.disks = vec![DiskCreate {
+        import: Some(image.display().to_string()),
+        ..Default::default()
+    }];
+    let t = c.vm_create(&s).unwrap();
+    // Wait until the copy is under way, then kill keeld hard.
+    let end = Instant::now() + WAIT;
+    loop {
+        let t = c.task_get(t.id).unwrap();
+        assert_ne!(
+            t.state,
+            TaskState::Success,
+            "the copy finished before the kill"
+        );
+        if t.progress > 0
+            || k.state
+                .join("datastores/datastore1/.halfway.creating")
+                .exists()
+        {
+            break;
+        }
+        assert!(Instant::now() < end, "the create never started: {t:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let state = k.stop_with(libc::SIGKILL);
+    let ds = state.join("datastores/datastore1");
+    let k = Keeld::start_in(state);
+    let c = k.admin();
+    assert_eq!(
+        status(c.vm_get("halfway").unwrap_err()),
+        404,
+        "not registered"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(&ds)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(leftovers.is_empty(), "orphan files: {leftovers:?}");
+    let task = c.task_get(t.id).unwrap();
+    assert_eq!(task.state, TaskState::Error, "{task:?}");
+    let events = c.event_list(None, 50, None).unwrap();
+    assert!(
+        events.items.iter().any(|e| e.message.contains("halfway")),
+        "the cleanup is reported: {:?}",
+        events.items
+    );
+    // The name is free again.
+    ok(&c, c.vm_create(&spec("halfway", Payload::Echo)).unwrap());
+}
