@@ -1,0 +1,91 @@
+//! keeld with a real Linux guest (natively on hardware KVM, else inside the
+//! KVM rig): the CLI creates a VM from the stock Debian kernel and the test
+//! initramfs, powers it on, the boot marker appears in the console log, a
+//! command typed on the console answers, and `keel vm shutdown` presses the
+//! power button, which the guest honours: the VM ends poweredOff.
+
+use std::path::{Path, PathBuf};
+
+use e2e::{workspace_bin, Session, BASE_CMDLINE};
+
+/// A copy of `bin` without debug information (the rig carries its files in
+/// L1's initramfs, in RAM).
+fn stripped(bin: &Path, dir: &Path) -> PathBuf {
+    let name = bin.file_name().expect("a file name");
+    let out = dir.join(name);
+    let status = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&out)
+        .arg(bin)
+        .status()
+        .expect("running strip (binutils)");
+    assert!(status.success(), "strip {} failed", bin.display());
+    out
+}
+
+const SCRIPT: &str = r#"
+set -u
+export KEEL_ADMIN_PASSWORD=rig-admin-pw KEEL_PASSWORD=rig-admin-pw KEEL_CONFIG_DIR=$PWD/cli
+chmod +x keeld keel keel-vmm
+./keeld --state-dir $PWD/state --listen 127.0.0.1:8443 --keel-vmm $PWD/keel-vmm > keeld.log 2>&1 &
+KEELD=$!
+i=0; while ! grep -q 'listening on' keeld.log && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+FP=$(sed -n 's/.*SHA-256 \([0-9A-F:]*\)).*/\1/p' keeld.log)
+K="./keel --host https://127.0.0.1:8443 --trust-fingerprint $FP --user admin"
+$K vm create linux --kernel $PWD/vmlinuz --initrd $PWD/initramfs.cpio.gz \
+    --cmdline "$CMDLINE" --memory 256M --cpus 1 --start
+echo CREATE_STATUS=$?
+i=0; while ! $K vm log linux | grep -q KEEL-GUEST-BOOTED && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done
+echo BOOTED=$($K vm log linux | grep -c KEEL-GUEST-BOOTED)
+echo STATE_ON=$($K --json vm show linux | sed -n 's/.*"power_state": "\([a-zA-Z]*\)".*/\1/p')
+# Type a command on the serial console through keeld's WebSocket.
+(sleep 1; echo 'echo RESULT=$((6*7))'; sleep 3) | $K vm console linux > console.out 2>&1
+i=0; while ! $K vm log linux | grep -q 'RESULT=42' && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
+echo ANSWER=$($K vm log linux | grep -c 'RESULT=42')
+$K vm shutdown linux
+echo SHUTDOWN_STATUS=$?
+echo STATE_OFF=$($K --json vm show linux | sed -n 's/.*"power_state": "\([a-zA-Z]*\)".*/\1/p')
+$K event list --target vm:linux --limit 50
+kill $KEELD
+echo '--- keeld.log'; cat keeld.log
+"#;
+
+#[test]
+fn keeld_boots_a_linux_guest_and_the_guest_honours_shutdown() {
+    let tmp = std::env::temp_dir().join(format!("keel-e2e-keeld-rig-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let guest = xtask::guest::build().expect("building the test guest");
+    let keeld = stripped(&workspace_bin("keeld"), &tmp);
+    let keel = stripped(&workspace_bin("keel"), &tmp);
+    let vmm = stripped(e2e::keel_vmm(), &tmp);
+    // The guest's shell stays on the console after boot (keel.then=shell).
+    let cmdline = format!(
+        "{BASE_CMDLINE} {}",
+        xtask::guest::cmdline_args("true", e2e::Then::Shell)
+    );
+    let script = format!("CMDLINE='{cmdline}'\n{SCRIPT}");
+    let out = Session::new()
+        .file(&keeld, "keeld")
+        .file(&keel, "keel")
+        .file(&vmm, "keel-vmm")
+        .file(&guest.vmlinuz, "vmlinuz")
+        .file(&guest.initramfs, "initramfs.cpio.gz")
+        .sh(&script)
+        .run();
+    let _ = std::fs::remove_dir_all(&tmp);
+    let Some(out) = out else {
+        return;
+    };
+    let sh = &out.sh[0];
+    let v = |n: &str| sh.value(n).unwrap_or_default();
+    let dump = &sh.stdout;
+    assert_eq!(v("CREATE_STATUS"), "0", "{dump}");
+    assert_eq!(v("BOOTED"), "1", "the boot marker once: {dump}");
+    assert_eq!(v("STATE_ON"), "poweredOn", "{dump}");
+    assert_ne!(v("ANSWER"), "0", "the typed command answered: {dump}");
+    assert_eq!(v("SHUTDOWN_STATUS"), "0", "{dump}");
+    assert_eq!(v("STATE_OFF"), "poweredOff", "{dump}");
+    assert!(dump.contains("VM linux powered off"), "the event: {dump}");
+}
