@@ -5,6 +5,7 @@
 pub mod apt;
 pub mod bench;
 pub mod cpio;
+pub mod demo;
 pub mod elf;
 pub mod fuzz;
 pub mod guest;

@@ -96,12 +96,26 @@ enum Cmd {
         #[arg(long)]
         memory: u32,
     },
-    /// Boot the test guest in keel-vmm with an interactive serial console.
+    /// Run a whole Keel host (keeld) with a demo VM running the test guest,
+    /// until Ctrl-C; where the local KVM cannot boot Linux, inside the
+    /// rig's L1 with its port forwarded to 127.0.0.1.
     Run {
-        #[arg(long, default_value_t = 2)]
+        /// The port on 127.0.0.1 where the API listens (or is forwarded).
+        #[arg(long, default_value_t = 8443)]
+        port: u16,
+        /// The host's state (default ~/.local/share/keel-demo); with the
+        /// rig, where L1's state disk lives.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// The demo VM's vCPUs.
+        #[arg(long, default_value_t = 1)]
         cpus: u32,
-        #[arg(long, default_value = "512M")]
+        /// The demo VM's memory.
+        #[arg(long, default_value = "256M")]
         memory: String,
+        /// Boot the rig's L1 even where the local KVM boots Linux.
+        #[arg(long)]
+        rig: bool,
     },
 }
 
@@ -211,8 +225,25 @@ fn run(cli: Cli) -> Result<u8> {
             xtask::bench::inner(runs, cpus, memory)?;
             Ok(0)
         }
-        Cmd::Run { cpus, memory } => {
-            Ok(u8::try_from(xtask::tasks::run(cpus, &memory)?).unwrap_or(1))
+        Cmd::Run {
+            port,
+            state_dir,
+            cpus,
+            memory,
+            rig,
+        } => {
+            let opts = xtask::demo::RunOptions {
+                port,
+                state_dir,
+                cpus,
+                memory,
+                place: if rig {
+                    xtask::demo::Place::Rig
+                } else {
+                    xtask::demo::Place::Auto
+                },
+            };
+            Ok(u8::try_from(xtask::tasks::run(&opts)?).unwrap_or(1))
         }
     }
 }

@@ -11,11 +11,18 @@
 //!   ▲ console (ttyS0) streamed back          └─ keel-vmm → L2 guest
 //!   └─ "KEEL-RIG-EXIT=<status>" → the rig's result
 //! ```
+//!
+//! [`run`] waits for the script's status; [`spawn`] leaves L1 running in
+//! the background with its console in a file (`cargo xtask run` boots a
+//! whole Keel host that way). With [`RigOptions::disks`] or
+//! [`RigOptions::host_forward`], L1 also loads the virtio drivers
+//! ([`VIRTIO_MODULES`]) and gets virtio-blk disks and a user-mode NIC.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,6 +91,10 @@ const HOST_LIBS: &[&str] = &[
 ];
 const HOST_LIB_DIRS: &[&str] = &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"];
 
+mod devices;
+use devices::{check_programs, device_args, prelude};
+pub use devices::{disk_device, L1_ADDRESS, L1_GATEWAY, VIRTIO_MODULES};
+
 /// How to run the rig.
 #[derive(Clone, Debug)]
 pub struct RigOptions {
@@ -114,6 +125,19 @@ pub struct RigOptions {
     pub echo: bool,
     /// Give L1's console to the terminal (stdin too); no output is captured.
     pub interactive: bool,
+    /// Host-built programs and where they go in L1 (e.g. `target/debug/keeld`
+    /// → `/usr/bin/keeld`). ELF programs may need only the host libraries L1
+    /// has (its copies of the host's C libraries): anything else is an error
+    /// before L1 boots.
+    pub programs: Vec<(PathBuf, String)>,
+    /// Raw disk images for L1, as virtio-blk disks `/dev/vda`, `/dev/vdb`, …
+    /// in order (present before the script starts).
+    pub disks: Vec<PathBuf>,
+    /// `(host port, L1 port)`: a QEMU user-mode NIC whose `hostfwd` forwards
+    /// TCP `127.0.0.1:<host port>` to L1's `<L1 port>`. L1 configures it
+    /// before the script starts ([`L1_ADDRESS`], default route via
+    /// [`L1_GATEWAY`]).
+    pub host_forward: Option<(u16, u16)>,
 }
 
 impl Default for RigOptions {
@@ -130,7 +154,17 @@ impl Default for RigOptions {
             with_qemu: false,
             echo: false,
             interactive: false,
+            programs: Vec::new(),
+            disks: Vec::new(),
+            host_forward: None,
         }
+    }
+}
+
+impl RigOptions {
+    /// L1 has virtio devices (and so loads [`VIRTIO_MODULES`]).
+    fn has_virtio(&self) -> bool {
+        !self.disks.is_empty() || self.host_forward.is_some()
     }
 }
 
@@ -386,8 +420,15 @@ fn per_run_initramfs(image: &RigImage, opts: &RigOptions, script: &str) -> Resul
     remove_stale_temp_files(&tmp_dir);
     let path = tmp_dir.join(format!("keel-rig-{}-{n}.cpio", std::process::id()));
     let temp = TempFile(path.clone());
+    // Private: the script may carry secrets (e.g. a password for L1).
     let mut out = BufWriter::new(
-        File::create(&path).with_context(|| format!("Creating {}", path.display()))?,
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("Creating {}", path.display()))?,
     );
     let mut archives = vec![image.base_initramfs.clone()];
     if opts.with_qemu {
@@ -421,9 +462,26 @@ fn per_run_initramfs(image: &RigImage, opts: &RigOptions, script: &str) -> Resul
         cpio.host_path(host_path, l1_path.trim_start_matches('/'))
             .with_context(|| format!("Adding {} to L1", host_path.display()))?;
     }
+    for (host_path, l1_path) in &opts.programs {
+        cpio.host_path(host_path, l1_path.trim_start_matches('/'))
+            .with_context(|| format!("Adding {} to L1", host_path.display()))?;
+    }
+    if opts.has_virtio() {
+        let missing = guest::add_modules(
+            &mut cpio,
+            &image.guest.kernel_root,
+            &image.guest.kernel_release,
+            VIRTIO_MODULES,
+            "etc/keel-virtio-modules",
+        )?;
+        if !missing.is_empty() {
+            bail!("The kernel package lacks the modules {}", missing.join(" "));
+        }
+    }
     if opts.interactive {
         cpio.file("rig/interactive", 0o644, b"")?;
     }
+    let script = format!("{}{script}", prelude(opts));
     cpio.file("rig/cmd", 0o755, script.as_bytes())?;
     cpio.finish()?.flush()?;
     Ok(temp)
@@ -469,6 +527,7 @@ fn qemu_args(image: &RigImage, initrd: &Path, opts: &RigOptions) -> Vec<String> 
         "-append".into(),
         "console=ttyS0 quiet loglevel=1 panic=-1".into(),
     ]);
+    args.extend(device_args(opts));
     args
 }
 
@@ -477,6 +536,7 @@ fn qemu_args(image: &RigImage, initrd: &Path, opts: &RigOptions) -> Vec<String> 
 /// reporting a status, or the timeout passes (QEMU is then killed).
 pub fn run(opts: &RigOptions, script: &str) -> Result<RigOutput> {
     host::ensure(&[host::QEMU])?;
+    check_programs(opts)?;
     let image = image()?;
     let initrd = per_run_initramfs(&image, opts, script)?;
     let mut cmd = Command::new(host::QEMU.program);
@@ -525,6 +585,81 @@ pub fn run(opts: &RigOptions, script: &str) -> Result<RigOutput> {
     parse_result(&text, &qemu_err, status.code())
 }
 
+/// An L1 running in the background ([`spawn`]); QEMU is killed when this
+/// drops (or when our process dies).
+pub struct RigProcess {
+    qemu: ChildGuard,
+    _initrd: TempFile,
+    /// L1's console (ttyS0), as QEMU writes it.
+    pub console_log: PathBuf,
+    /// QEMU's own stderr.
+    pub qemu_log: PathBuf,
+}
+
+impl RigProcess {
+    /// QEMU's exit status once it has ended.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        self.qemu.wait_timeout(Duration::ZERO)
+    }
+
+    /// Kills QEMU (L1 and everything in it).
+    pub fn stop(&mut self) {
+        self.qemu.kill();
+    }
+
+    /// What QEMU said on stderr, without TCG's feature warnings.
+    pub fn qemu_errors(&self) -> String {
+        let text = fs::read_to_string(&self.qemu_log).unwrap_or_default();
+        qemu_errors(&text)
+    }
+}
+
+/// Boots L1 running `script` and returns at once: L1's console goes to
+/// `console_log` (created or truncated, mode 0600), QEMU's stderr beside
+/// it (`<console_log>.qemu`). No timeout: L1 runs until the script ends
+/// or the [`RigProcess`] is stopped or dropped. `opts.echo`,
+/// `opts.interactive` and `opts.timeout` do not apply.
+pub fn spawn(opts: &RigOptions, script: &str, console_log: &Path) -> Result<RigProcess> {
+    host::ensure(&[host::QEMU])?;
+    check_programs(opts)?;
+    let image = image()?;
+    let opts = RigOptions {
+        interactive: false,
+        echo: false,
+        ..opts.clone()
+    };
+    let initrd = per_run_initramfs(&image, &opts, script)?;
+    let qemu_log = PathBuf::from(format!("{}.qemu", console_log.display()));
+    let private = |path: &Path| {
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("Creating {}", path.display()))
+    };
+    let mut cmd = Command::new(host::QEMU.program);
+    cmd.args(qemu_args(&image, &initrd.0, &opts))
+        .stdin(Stdio::null())
+        .stdout(private(console_log)?)
+        .stderr(private(&qemu_log)?);
+    let qemu = ChildGuard::spawn(&mut cmd, true)?;
+    Ok(RigProcess {
+        qemu,
+        _initrd: initrd,
+        console_log: console_log.to_path_buf(),
+        qemu_log,
+    })
+}
+
+fn qemu_errors(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.contains("warning: TCG doesn't support requested feature"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn parse_result(text: &str, qemu_err: &str, qemu_status: Option<i32>) -> Result<RigOutput> {
     if let Some(line) = text.lines().find(|l| l.contains("KEEL-RIG-NOKVM")) {
         bail!(
@@ -539,14 +674,11 @@ fn parse_result(text: &str, qemu_err: &str, qemu_status: Option<i32>) -> Result<
         .find_map(|l| l.trim().strip_prefix("KEEL-RIG-EXIT="))
         .and_then(|s| s.trim().parse::<i32>().ok());
     let Some(status) = status else {
-        let qemu_err: Vec<&str> = qemu_err
-            .lines()
-            .filter(|l| !l.contains("warning: TCG doesn't support requested feature"))
-            .collect();
+        let qemu_err = qemu_errors(qemu_err);
         bail!(
             "The rig's L1 ended without reporting a status (QEMU exit {qemu_status:?}){}{}\nL1's console ended with:\n{}",
             if qemu_err.is_empty() { "" } else { "; QEMU said:\n" },
-            qemu_err.join("\n"),
+            qemu_err,
             tail(text, 40)
         );
     };
@@ -595,63 +727,4 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_comes_from_the_last_exit_line() {
-        let out = parse_result("hello\nKEEL-RIG-EXIT=3\n", "", Some(0)).unwrap();
-        assert_eq!(out.status, 3);
-        assert_eq!(out.output, "hello\n");
-    }
-
-    #[test]
-    fn missing_status_and_missing_kvm_are_errors() {
-        let err = parse_result("Kernel panic\n", "qemu: boom\n", Some(1)).unwrap_err();
-        assert!(err.to_string().contains("qemu: boom"), "{err}");
-        let err = parse_result("KEEL-RIG-NOKVM: no\n", "", Some(0)).unwrap_err();
-        assert!(err.to_string().contains("KVM is not available"), "{err}");
-    }
-
-    #[test]
-    fn console_text_is_normalized() {
-        assert_eq!(normalize(b"a\r\nb\rc\n"), "a\nbc\n");
-        assert_eq!(tail("1\n2\n3\n", 2), "2\n3");
-    }
-
-    #[test]
-    fn quoting_survives_sh() {
-        let s = "it's $HOME \"x\"";
-        let out = std::process::Command::new("sh")
-            .args(["-c", &format!("printf %s {}", shell_quote(s))])
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
-    }
-
-    #[test]
-    fn qemu_gets_svm_and_the_options() {
-        let image = RigImage {
-            kernel: "/k".into(),
-            base_initramfs: "/b".into(),
-            guest: Guest {
-                vmlinuz: "/k".into(),
-                vmlinux: "/v".into(),
-                initramfs: "/i".into(),
-                manifest: "/m".into(),
-                kernel_release: "r".into(),
-                kernel_root: "/r".into(),
-            },
-        };
-        let opts = RigOptions {
-            cpus: 3,
-            memory_mib: 1234,
-            ..RigOptions::default()
-        };
-        let args = qemu_args(&image, Path::new("/tmp/x.cpio"), &opts).join(" ");
-        assert!(args.contains("-cpu EPYC,+svm"), "{args}");
-        assert!(args.contains("-smp 3 -m 1234"), "{args}");
-        assert!(args.contains("-initrd /tmp/x.cpio"), "{args}");
-        assert!(args.contains("-no-reboot"), "{args}");
-    }
-}
+mod tests;

@@ -5,12 +5,12 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
+use crate::demo::{self, Binaries, RunOptions};
 use crate::guest;
-use crate::host::{self, Kvm};
+use crate::host;
 use crate::paths;
 use crate::payload::{self, Payload};
-use crate::proc::ChildGuard;
-use crate::rig::{self, RigOptions};
+use crate::rig;
 use crate::util::run_inherited;
 
 fn cargo() -> Command {
@@ -76,57 +76,37 @@ pub fn test(extra: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Builds everything and boots the test guest in keel-vmm with the serial
-/// console on this terminal: natively on hardware KVM, else in the rig.
-pub fn run(cpus: u32, memory: &str) -> Result<i32> {
-    let vmm = build_keel_vmm()?;
-    let guest = guest::build()?;
-    let cmdline = "console=ttyS0 reboot=k panic=1 quiet";
-    match host::kvm() {
-        Kvm::Hardware => {
-            eprintln!("xtask: booting the guest in keel-vmm; `poweroff` in the guest ends it");
-            let mut cmd = Command::new(&vmm);
-            cmd.arg("--kernel")
-                .arg(&guest.vmlinuz)
-                .arg("--initrd")
-                .arg(&guest.initramfs)
-                .args([
-                    "--cmdline",
-                    cmdline,
-                    "--cpus",
-                    &cpus.to_string(),
-                    "--memory",
-                    memory,
-                ]);
-            let mut child = ChildGuard::spawn(&mut cmd, false)?;
-            Ok(child.wait()?.code().unwrap_or(1))
-        }
-        kind => {
-            host::ensure(&[host::QEMU])?;
-            let why = match kind {
-                Kvm::Pvm => "the local /dev/kvm is PVM".to_string(),
-                Kvm::Unusable(why) => why,
-                Kvm::Hardware => unreachable!(),
-            };
-            eprintln!(
-                "xtask: {why}: booting keel-vmm inside the KVM rig (QEMU TCG, slow).\n\
-                 xtask: leave with `poweroff` in the guest, or Ctrl-A x to stop QEMU."
-            );
-            let script = format!(
-                "echo 'rig: starting keel-vmm'\n\
-                 keel-vmm --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz \
-                 --cmdline {} --cpus {cpus} --memory {}\n",
-                rig::shell_quote(cmdline),
-                rig::shell_quote(memory)
-            );
-            let opts = RigOptions {
-                interactive: true,
-                cpus: cpus.max(2),
-                ..RigOptions::default()
-            };
-            Ok(rig::run(&opts, &script)?.status)
-        }
+/// Builds keel-vmm, keeld and keel (debug) and returns their paths.
+pub fn build_host_binaries() -> Result<Binaries> {
+    run_inherited(cargo().args([
+        "build", "--quiet", "-p", "keel-vmm", "-p", "keeld", "-p", "keel",
+    ]))?;
+    let debug = paths::target_dir().join("debug");
+    Ok(Binaries {
+        keel_vmm: debug.join("keel-vmm"),
+        keeld: debug.join("keeld"),
+        keel: debug.join("keel"),
+    })
+}
+
+/// `cargo xtask run`: builds keel-vmm, keeld, keel and the test guest, then
+/// runs a whole Keel host with a demo VM until Ctrl-C — keeld here on
+/// hardware KVM, else inside the rig's L1 with its port forwarded (see
+/// [`crate::demo`]).
+pub fn run(opts: &RunOptions) -> Result<i32> {
+    host::ensure(&[host::APT_GET, host::DPKG_DEB, host::AS, host::LD])?;
+    let rig = opts.uses_rig();
+    if rig {
+        host::ensure(&[host::QEMU])?;
     }
+    // Before the long builds: a port in use fails now, not in minutes.
+    demo::check_port_free(opts.port)?;
+    let bins = build_host_binaries()?;
+    let guest = guest::build().context("Building the test guest")?;
+    if rig {
+        rig::image().context("Building the rig's L1 image")?;
+    }
+    demo::run(opts, &bins, &guest)
 }
 
 /// `cargo xtask bench`: runs the benchmarks named in `which` (all when
