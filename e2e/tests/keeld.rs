@@ -662,3 +662,35 @@ fn killing_keeld_while_it_creates_a_vm_leaves_nothing_half_done() {
     // The name is free again.
     ok(&c, c.vm_create(&spec("halfway", Payload::Echo)).unwrap());
 }
+
+#[test]
+fn autostart_vms_start_with_keeld() {
+    if !native_kvm() {
+        return;
+    }
+    let k = Keeld::start("autostart");
+    let c = k.admin();
+    let mut s = spec("auto1", Payload::Echo);
+    s.autostart = true;
+    ok(&c, c.vm_create(&s).unwrap());
+    create(&c, "manual", Payload::Echo);
+    assert!(c.vm_get("auto1").unwrap().autostart);
+    assert_eq!(
+        state(&c, "auto1"),
+        PowerState::PoweredOff,
+        "creating does not start it"
+    );
+    let k = Keeld::start_in(k.stop_with(libc::SIGTERM));
+    let c = k.admin();
+    wait_state(&c, "auto1", PowerState::PoweredOn, Duration::from_secs(30));
+    assert_eq!(state(&c, "manual"), PowerState::PoweredOff);
+    let tasks = c.task_list(None, 20).unwrap();
+    assert!(
+        tasks
+            .items
+            .iter()
+            .any(|t| t.target.as_deref() == Some("vm:auto1") && t.user == "system"),
+        "{:?}",
+        tasks.items
+    );
+}
