@@ -102,7 +102,7 @@ impl ServerCertVerifier for PinnedCert {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
-                "The host's certificate changed (now SHA-256 {}); if that is expected, forget the old one",
+                "The host's certificate changed (now SHA-256 {0}); if that is expected, accept it with --trust-fingerprint {0}",
                 fingerprint(end_entity.as_ref())
             )))
         }

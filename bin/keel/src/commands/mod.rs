@@ -72,7 +72,15 @@ fn trust(g: &Global, url: &str, state: &mut State) -> anyhow::Result<Trust> {
         let der = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .context("A pinned certificate in keel's state is damaged")?;
-        return Ok(Trust::Pinned(der));
+        // A fingerprint given for a different certificate than the pinned
+        // one is the way to accept a host's new certificate: checked below.
+        let replace = g
+            .trust_fingerprint
+            .as_ref()
+            .is_some_and(|want| !want.eq_ignore_ascii_case(&client::fingerprint(&der)));
+        if !replace {
+            return Ok(Trust::Pinned(der));
+        }
     }
     let (host, port) = split_host(&key)?;
     let der = client::fetch_certificate(&host, port)?;
