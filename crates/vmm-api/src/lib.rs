@@ -14,6 +14,8 @@
 //! ← {"v":1,"id":2,"error":{"code":"no-device","message":"The VM has no balloon (start keel-vmm with --balloon)"}}
 //! → {"v":1,"cmd":"pause"}
 //! ← {"v":1,"ok":"done"}
+//! → {"v":1,"cmd":"counters"}
+//! ← {"v":1,"ok":{"counters":{"disks":[{"id":"disk0","serial":null,"read_ops":31,…}],"nics":[]}}}
 //! → hello
 //! ← {"v":1,"error":{"code":"bad-json","message":"Request is not JSON: expected value at line 1 column 1"}}
 //! ```
@@ -83,6 +85,9 @@ pub enum Request {
     /// The guest's memory statistics from the balloon's stats queue (the
     /// last ones the guest sent; asking also asks the guest for fresh ones).
     BalloonStats,
+    /// Each disk's and NIC's I/O counters since the VMM started (they go
+    /// on across guest reboots).
+    Counters,
 }
 
 impl Request {
@@ -98,6 +103,7 @@ impl Request {
             Request::Reset => "reset",
             Request::BalloonSet { .. } => "balloon-set",
             Request::BalloonStats => "balloon-stats",
+            Request::Counters => "counters",
         }
     }
 }
@@ -113,6 +119,7 @@ pub const COMMANDS: &[&str] = &[
     "reset",
     "balloon-set",
     "balloon-stats",
+    "counters",
 ];
 
 /// What a successful request returns.
@@ -125,6 +132,7 @@ pub enum Reply {
     Version(VersionInfo),
     Status(VmStatus),
     BalloonStats(BalloonStats),
+    Counters(VmCounters),
 }
 
 /// The answer to `version`.
@@ -217,6 +225,80 @@ pub struct BalloonStats {
     pub hugetlb_allocations: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hugetlb_failures: Option<u64>,
+}
+
+/// The answer to `counters`: every counter counts from 0 when the VMM
+/// starts and only grows (guest reboots do not reset it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmCounters {
+    /// One per disk, in `--disk` order.
+    #[serde(default)]
+    pub disks: Vec<DiskCounters>,
+    /// One per NIC, in `--net` order.
+    #[serde(default)]
+    pub nics: Vec<NicCounters>,
+}
+
+/// One disk's virtio-blk requests. A request is counted when it completes:
+/// successes by kind (with their bytes), failures in `errors` only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskCounters {
+    /// `disk0`, `disk1`, … in `--disk` order.
+    pub id: String,
+    /// What the guest reads as the disk's serial (`serial=`), if set.
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub read_ops: u64,
+    #[serde(default)]
+    pub read_bytes: u64,
+    #[serde(default)]
+    pub write_ops: u64,
+    #[serde(default)]
+    pub write_bytes: u64,
+    #[serde(default)]
+    pub flush_ops: u64,
+    #[serde(default)]
+    pub discard_ops: u64,
+    #[serde(default)]
+    pub write_zeroes_ops: u64,
+    /// Requests that failed: host I/O errors, and requests the device
+    /// refused (malformed, out of range, unsupported, a write to a
+    /// read-only disk).
+    #[serde(default)]
+    pub errors: u64,
+}
+
+/// One NIC's frames. Bytes are Ethernet frames, without the virtio-net
+/// header.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicCounters {
+    /// `net0`, `net1`, … in `--net` order.
+    pub id: String,
+    /// The guest's MAC address.
+    pub mac: String,
+    /// The host's TAP interface.
+    #[serde(default)]
+    pub tap: String,
+    /// Frames delivered to the guest.
+    #[serde(default)]
+    pub rx_packets: u64,
+    #[serde(default)]
+    pub rx_bytes: u64,
+    /// Frames the guest sent out.
+    #[serde(default)]
+    pub tx_packets: u64,
+    #[serde(default)]
+    pub tx_bytes: u64,
+    /// Frames for the guest that were lost: the guest did not take them
+    /// in time (the TAP's queue overflowed) or they did not fit its
+    /// buffers.
+    #[serde(default)]
+    pub rx_dropped: u64,
+    /// Frames from the guest that were dropped: malformed, or refused by
+    /// the host.
+    #[serde(default)]
+    pub tx_errors: u64,
 }
 
 /// Why a request failed.

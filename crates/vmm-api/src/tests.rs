@@ -32,6 +32,7 @@ fn every_command_parses() {
             },
         ),
         (r#"{"v":1,"cmd":"balloon-stats"}"#, Request::BalloonStats),
+        (r#"{"v":1,"cmd":"counters"}"#, Request::Counters),
     ];
     assert_eq!(cases.len(), COMMANDS.len());
     for (line, want) in cases {
@@ -200,6 +201,65 @@ fn responses_round_trip_and_look_as_documented() {
     assert!(!line.contains("swap"), "absent stats are omitted: {line}");
     let back: Response = serde_json::from_str(&line).unwrap();
     assert_eq!(back.into_result(), Ok(stats));
+}
+
+#[test]
+fn counters_round_trip_and_look_as_documented() {
+    let counters = Reply::Counters(VmCounters {
+        disks: vec![DiskCounters {
+            id: "disk0".into(),
+            serial: Some("KEEL-1".into()),
+            read_ops: 1,
+            read_bytes: 512,
+            write_ops: 2,
+            write_bytes: 4096,
+            flush_ops: 3,
+            discard_ops: 4,
+            write_zeroes_ops: 5,
+            errors: 6,
+        }],
+        nics: vec![NicCounters {
+            id: "net0".into(),
+            mac: "02:6b:65:00:00:01".into(),
+            tap: "keel0".into(),
+            rx_packets: 7,
+            rx_bytes: 700,
+            tx_packets: 8,
+            tx_bytes: 800,
+            rx_dropped: 9,
+            tx_errors: 10,
+        }],
+    });
+    let line = Response::new(Some(3), Ok(counters.clone())).encode();
+    assert_eq!(
+        line,
+        "{\"v\":1,\"id\":3,\"ok\":{\"counters\":{\"disks\":[{\"id\":\"disk0\",\"serial\":\"KEEL-1\",\
+         \"read_ops\":1,\"read_bytes\":512,\"write_ops\":2,\"write_bytes\":4096,\"flush_ops\":3,\
+         \"discard_ops\":4,\"write_zeroes_ops\":5,\"errors\":6}],\"nics\":[{\"id\":\"net0\",\
+         \"mac\":\"02:6b:65:00:00:01\",\"tap\":\"keel0\",\"rx_packets\":7,\"rx_bytes\":700,\
+         \"tx_packets\":8,\"tx_bytes\":800,\"rx_dropped\":9,\"tx_errors\":10}]}}}\n"
+    );
+    let back: Response = serde_json::from_str(&line).unwrap();
+    assert_eq!(back.into_result(), Ok(counters));
+    // An older or newer server: missing counters read as 0, unknown ones
+    // are ignored.
+    let line = r#"{"v":1,"ok":{"counters":{"disks":[{"id":"disk1","read_bytes":5,"trim_ops":2}],"gpus":[]}}}"#;
+    let r: Response = serde_json::from_str(line).unwrap();
+    let Ok(Reply::Counters(c)) = r.into_result() else {
+        panic!("not counters")
+    };
+    assert!(c.nics.is_empty());
+    assert_eq!(
+        c.disks,
+        vec![DiskCounters {
+            id: "disk1".into(),
+            read_bytes: 5,
+            ..Default::default()
+        }]
+    );
+    // The request takes no arguments.
+    let r = rejected(br#"{"v":1,"cmd":"counters","disk":"disk0"}"#);
+    assert_eq!(r.error.code, ErrorCode::BadRequest);
 }
 
 #[test]

@@ -188,7 +188,11 @@ pub fn run(config: &VmConfig) -> Result<Exit, VmmError> {
     let rtc = Arc::new(Mutex::new(Rtc::new(below_4g, config.memory - below_4g)));
     // Dropped when `run` returns: the socket file goes away with the VM.
     let _api = match &config.api_socket {
-        Some(path) => Some(ApiServer::start(path, tx.clone())?),
+        Some(path) => Some(ApiServer::start(
+            path,
+            tx.clone(),
+            backends.counters.clone(),
+        )?),
         None => None,
     };
     let mut ctl = Control::new();

@@ -8,9 +8,10 @@
 //! ```
 //!
 //! COMMAND is one of version, status, pause, resume, power-button, stop,
-//! balloon-set (with the target in bytes) and balloon-stats. The answer is
-//! printed as one JSON line: the `ok` value, or `{"error":{...}}`. Exit
-//! status: 0 ok, 1 an error answer, 2 usage or connection failure.
+//! reset, counters, balloon-set (with the target in bytes) and
+//! balloon-stats. The answer is printed as one JSON line: the `ok` value,
+//! or `{"error":{...}}`. Exit status: 0 ok, 1 an error answer, 2 usage or
+//! connection failure.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -20,7 +21,7 @@ use vmm_api::{Client, ClientError, Request};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: keel-api-client SOCKET wait|raw|version|status|pause|resume|power-button|stop|balloon-stats\n       keel-api-client SOCKET balloon-set TARGET_BYTES"
+        "usage: keel-api-client SOCKET wait|raw|version|status|pause|resume|power-button|stop|reset|counters|balloon-stats\n       keel-api-client SOCKET balloon-set TARGET_BYTES"
     );
     ExitCode::from(2)
 }
@@ -33,6 +34,8 @@ fn request(cmd: &str, arg: Option<&str>) -> Option<Request> {
         ("resume", None) => Request::Resume,
         ("power-button", None) => Request::PowerButton,
         ("stop", None) => Request::Stop,
+        ("reset", None) => Request::Reset,
+        ("counters", None) => Request::Counters,
         ("balloon-stats", None) => Request::BalloonStats,
         ("balloon-set", Some(n)) => Request::BalloonSet {
             target_bytes: n.parse().ok()?,

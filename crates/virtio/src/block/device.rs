@@ -2,6 +2,7 @@
 //! lifecycle (one worker thread per queue).
 
 use std::mem::offset_of;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use storage::DiskImage;
@@ -90,9 +91,33 @@ pub fn check_serial(serial: &str) -> Result<[u8; ID_BYTES], BlockError> {
     Ok(id)
 }
 
+/// Request counters of one disk, shared with whoever reads them (the
+/// control socket's `counters`, tests). The queue workers update them with
+/// relaxed atomic adds when a request completes; they outlive the device
+/// when the owner keeps the `Arc` (keel-vmm keeps them across reboots).
+#[derive(Debug, Default)]
+pub struct BlockStats {
+    /// Reads served, and the bytes read into the guest.
+    pub read_ops: AtomicU64,
+    pub read_bytes: AtomicU64,
+    /// Writes served, and the bytes written to the disk.
+    pub write_ops: AtomicU64,
+    pub write_bytes: AtomicU64,
+    pub flush_ops: AtomicU64,
+    /// Discard and write-zeroes requests served (one per request, whatever
+    /// its number of ranges).
+    pub discard_ops: AtomicU64,
+    pub write_zeroes_ops: AtomicU64,
+    /// Requests answered with an error status (VIRTIO_BLK_S_IOERR or
+    /// VIRTIO_BLK_S_UNSUPP: host I/O errors, malformed or refused
+    /// requests), or returned without one (no room for a status byte).
+    pub errors: AtomicU64,
+}
+
 /// A virtio block device over a [`DiskImage`].
 pub struct Block {
     disk: Arc<dyn DiskImage>,
+    stats: Arc<BlockStats>,
     opts: BlockOptions,
     id: [u8; ID_BYTES],
     config: [u8; CONFIG_LEN],
@@ -102,7 +127,18 @@ pub struct Block {
 }
 
 impl Block {
+    /// A device with counters of its own (see [`Block::with_stats`]).
     pub fn new(disk: Arc<dyn DiskImage>, opts: BlockOptions) -> Result<Self, BlockError> {
+        Self::with_stats(disk, opts, Arc::default())
+    }
+
+    /// A device that counts its requests in `stats` (which may outlive it:
+    /// the next boot's device can go on counting in the same ones).
+    pub fn with_stats(
+        disk: Arc<dyn DiskImage>,
+        opts: BlockOptions,
+        stats: Arc<BlockStats>,
+    ) -> Result<Self, BlockError> {
         let id = match &opts.serial {
             Some(s) => check_serial(s)?,
             None => [0; ID_BYTES],
@@ -122,6 +158,7 @@ impl Block {
         let config = build_config(&*disk, opts.num_queues);
         Ok(Self {
             disk,
+            stats,
             id,
             config,
             queue_sizes: vec![QUEUE_SIZE; usize::from(opts.num_queues)],
@@ -134,6 +171,11 @@ impl Block {
     /// The disk this device serves.
     pub fn disk(&self) -> &Arc<dyn DiskImage> {
         &self.disk
+    }
+
+    /// The device's request counters (they survive resets).
+    pub fn stats(&self) -> Arc<BlockStats> {
+        self.stats.clone()
     }
 
     /// What the device accepts given the negotiated `features`.
@@ -238,7 +280,13 @@ impl VirtioDevice for Block {
             } else {
                 format!("blk-{}-q{}", self.opts.name, q.index())
             };
-            let handler = BlockHandler::new(self.disk.clone(), limits, self.id, name.clone());
+            let handler = BlockHandler::new(
+                self.disk.clone(),
+                limits,
+                self.id,
+                name.clone(),
+                self.stats.clone(),
+            );
             let one = Activation {
                 mem: activation.mem.clone(),
                 features: activation.features,

@@ -24,8 +24,8 @@ pub mod request;
 mod worker;
 
 pub use device::{
-    check_serial, features, Block, BlockError, BlockOptions, CONFIG_LEN, MAX_QUEUES, MAX_RANGES,
-    MAX_RANGE_SECTORS, QUEUE_SIZE,
+    check_serial, features, Block, BlockError, BlockOptions, BlockStats, CONFIG_LEN, MAX_QUEUES,
+    MAX_RANGES, MAX_RANGE_SECTORS, QUEUE_SIZE,
 };
 pub use request::{parse_request, Buffer, Limits, Parsed, Request, RequestError};
 

@@ -966,3 +966,5 @@ fn describe_names_the_disk_and_serial() {
     let b = Block::new(mock, opts).unwrap();
     assert_eq!(b.describe(), "virtio-blk disk3: mock, serial S1");
 }
+
+mod counters;

@@ -1,14 +1,17 @@
 //! virtio-blk request handling on a queue's worker thread: every chain the
 //! driver made available is parsed ([`super::request`]), served
 //! synchronously against the disk (vectored I/O straight between the file
-//! and guest memory) and completed; one interrupt per batch.
+//! and guest memory), counted in the disk's [`BlockStats`] and completed;
+//! one interrupt per batch.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use storage::{DiskImage, StorageError};
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
 use vm_memory::{Bytes, GuestMemoryMmap, VolatileSlice};
 
+use super::device::BlockStats;
 use super::request::{self, Buffer, Limits, Range, Request, ID_BYTES};
 use crate::chain::{ChainError, ChainInfo};
 use crate::queue::{Chain, QueueError};
@@ -24,6 +27,8 @@ pub(crate) struct BlockHandler {
     id: [u8; ID_BYTES],
     /// For log lines (the worker thread's name).
     name: String,
+    /// The disk's counters (shared by its queues).
+    stats: Arc<BlockStats>,
     /// Reused for every chain: its buffers.
     bufs: Vec<Buffer>,
     /// Host errors seen (only the first few are logged).
@@ -36,12 +41,14 @@ impl BlockHandler {
         limits: Limits,
         id: [u8; ID_BYTES],
         name: String,
+        stats: Arc<BlockStats>,
     ) -> Self {
         Self {
             disk,
             limits,
             id,
             name,
+            stats,
             bufs: Vec::with_capacity(64),
             host_errors: 0,
         }
@@ -76,6 +83,7 @@ impl BlockHandler {
             }));
         let parsed = request::parse_request(mem, &self.bufs, &self.limits);
         let Some(status_at) = parsed.status else {
+            count(&self.stats.errors, 1);
             return 0;
         };
         let status = match (checked, parsed.request) {
@@ -85,14 +93,42 @@ impl BlockHandler {
             (Ok(_), Err(e)) => e.status(),
             (Ok(_), Ok(req)) => self.execute(mem, req),
         };
+        if status != VIRTIO_BLK_S_OK as u8 {
+            count(&self.stats.errors, 1);
+        }
         match mem.write_obj(status, status_at) {
             Ok(()) => parsed.writable_len,
             Err(_) => 0,
         }
     }
 
-    /// Runs a well-formed request against the disk; its status byte.
+    /// Runs a well-formed request against the disk and counts it when it
+    /// succeeds; its status byte.
     fn execute(&mut self, mem: &GuestMemoryMmap, req: Request) -> u8 {
+        let kind = Counted::of(&req);
+        let status = self.run(mem, req);
+        if status == VIRTIO_BLK_S_OK as u8 {
+            let s = &self.stats;
+            match kind {
+                Counted::Read(n) => {
+                    count(&s.read_ops, 1);
+                    count(&s.read_bytes, n);
+                }
+                Counted::Write(n) => {
+                    count(&s.write_ops, 1);
+                    count(&s.write_bytes, n);
+                }
+                Counted::Flush => count(&s.flush_ops, 1),
+                Counted::Discard => count(&s.discard_ops, 1),
+                Counted::WriteZeroes => count(&s.write_zeroes_ops, 1),
+                Counted::Not => {}
+            }
+        }
+        status
+    }
+
+    /// Runs a well-formed request against the disk; its status byte.
+    fn run(&mut self, mem: &GuestMemoryMmap, req: Request) -> u8 {
         let res = match req {
             Request::Read { offset, data } => {
                 let mut slices: Vec<VolatileSlice<'_>> = Vec::new();
@@ -158,4 +194,35 @@ impl BlockHandler {
             );
         }
     }
+}
+
+/// What a served request adds to the counters.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// Bytes read or written.
+    Read(u64),
+    Write(u64),
+    Flush,
+    Discard,
+    WriteZeroes,
+    /// GET_ID: not I/O.
+    Not,
+}
+
+impl Counted {
+    fn of(req: &Request) -> Self {
+        match req {
+            Request::Read { data, .. } => Counted::Read(data.len),
+            Request::Write { data, .. } => Counted::Write(data.len),
+            Request::Flush => Counted::Flush,
+            Request::Discard(_) => Counted::Discard,
+            Request::WriteZeroes(_) => Counted::WriteZeroes,
+            Request::GetId { .. } => Counted::Not,
+        }
+    }
+}
+
+/// Adds `n` to a counter (relaxed: readers only want a recent value).
+fn count(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }

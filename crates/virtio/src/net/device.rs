@@ -21,7 +21,8 @@ pub const QUEUE_SIZE: u16 = 256;
 /// `max_virtqueue_pairs`.
 const CONFIG_LEN: usize = 10;
 
-/// Frame counters, shared with whoever wants them (status, tests).
+/// Frame counters, shared with whoever wants them (the control socket's
+/// `counters`, tests), updated with relaxed atomic adds on the worker.
 #[derive(Debug, Default)]
 pub struct NetStats {
     /// Frames delivered to the guest, and their bytes (headers excluded).
@@ -51,8 +52,15 @@ pub struct Net {
 }
 
 impl Net {
-    /// A NIC with address `mac` whose frames go to `backend`.
+    /// A NIC with address `mac` whose frames go to `backend`, with
+    /// counters of its own.
     pub fn new(backend: Arc<dyn NetBackend>, mac: MacAddr) -> Self {
+        Self::with_stats(backend, mac, Arc::default())
+    }
+
+    /// A NIC that counts its frames in `stats` (which may outlive it: the
+    /// next boot's device can go on counting in the same ones).
+    pub fn with_stats(backend: Arc<dyn NetBackend>, mac: MacAddr, stats: Arc<NetStats>) -> Self {
         let mut config = [0u8; CONFIG_LEN];
         config[..6].copy_from_slice(&mac.bytes());
         config[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
@@ -61,7 +69,7 @@ impl Net {
             backend,
             mac,
             config,
-            stats: Arc::new(NetStats::default()),
+            stats,
             worker: None,
         }
     }

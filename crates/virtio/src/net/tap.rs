@@ -186,6 +186,17 @@ impl Tap {
         self.created
     }
 
+    /// Frames for the guest that the kernel dropped because the TAP's
+    /// queue was full — keel-vmm stops reading while the guest has no
+    /// receive buffers, so this is what a guest too slow to take its
+    /// frames loses — since the interface was created: its transmit drop
+    /// counter in `/proc/thread-self/net/dev` (the calling thread's network
+    /// namespace). `None` when it cannot be read.
+    pub fn queue_drops(&self) -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/thread-self/net/dev").ok()?;
+        tx_dropped(&text, &self.name)
+    }
+
     /// Sets IFF_UP (SIOCSIFFLAGS through a throwaway socket).
     fn bring_up(&self) -> io::Result<()> {
         // SAFETY: socket(2) with constant arguments; the fd is wrapped at once.
@@ -245,6 +256,19 @@ impl NetBackend for Tap {
             format!("TAP {}", self.name)
         }
     }
+}
+
+/// The transmit drop counter of interface `name` in the text of
+/// `/proc/net/dev` (`name: rx_bytes rx_packets rx_errs rx_drop … tx_bytes
+/// tx_packets tx_errs tx_drop …`: the 12th number).
+pub(crate) fn tx_dropped(net_dev: &str, name: &str) -> Option<u64> {
+    net_dev.lines().find_map(|line| {
+        let (iface, numbers) = line.split_once(':')?;
+        if iface.trim() != name {
+            return None;
+        }
+        numbers.split_whitespace().nth(11)?.parse().ok()
+    })
 }
 
 #[cfg(test)]

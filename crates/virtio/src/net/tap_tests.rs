@@ -343,3 +343,69 @@ fn an_existing_persistent_tap_is_opened_not_created() {
         unsafe { libc::ioctl(tap.fd(), libc::TUNSETPERSIST, 0 as libc::c_ulong) };
     });
 }
+
+#[test]
+fn proc_net_dev_transmit_drops() {
+    let text = "Inter-|   Receive                            |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+lo: 1000 10 0 0 0 0 0 0 1000 10 0 0 0 0 0 0\n \
+keel0: 5 1 2 3 0 0 0 0 70 7 0 42 0 0 0 0\n";
+    assert_eq!(super::tap::tx_dropped(text, "keel0"), Some(42));
+    assert_eq!(super::tap::tx_dropped(text, "lo"), Some(0));
+    assert_eq!(super::tap::tx_dropped(text, "keel"), None);
+    assert_eq!(super::tap::tx_dropped("keel0: 1 2 3", "keel0"), None);
+}
+
+/// Frames for a guest that takes none are dropped by the kernel once the
+/// TAP's queue is full, and [`Tap::queue_drops`] sees them.
+#[test]
+fn frames_a_guest_does_not_take_are_counted_as_queue_drops() {
+    in_netns(|| {
+        let tap = host_tap("ktest4");
+        assert_eq!(tap.queue_drops(), Some(0));
+        // A packet socket sends raw frames out of the TAP, towards the
+        // "guest" (nobody reads the TAP: its queue fills up).
+        // SAFETY: socket(2) with constant arguments, wrapped at once.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is new and owned by nothing else.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = std::ffi::CString::new("ktest4").unwrap();
+        // SAFETY: a NUL-terminated name.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(index, 0);
+        // SAFETY: an all-zero sockaddr_ll is valid.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_ifindex = index as i32;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(&GUEST_MAC);
+        let frame = eth(GUEST_MAC, 0x88b5, &[0u8; 46]);
+        let sent = 2000;
+        for _ in 0..sent {
+            // SAFETY: `frame` and `to` are live for the call.
+            let n = unsafe {
+                libc::sendto(
+                    sock.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&to as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(
+                n,
+                frame.len() as isize,
+                "{}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let dropped = tap.queue_drops().unwrap();
+        // The queue holds at most 1000 (500 on Linux today).
+        assert!(
+            (sent - 1000..=sent).contains(&dropped),
+            "{dropped} of {sent} dropped"
+        );
+    });
+}

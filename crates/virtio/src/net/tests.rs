@@ -34,8 +34,21 @@ struct Rig {
 
 fn rig(wants: u64) -> Rig {
     let (backend, peer) = SocketBackend::pair().unwrap();
-    let backend = Arc::new(backend);
-    let net = Net::new(backend.clone(), MacAddr::new(GUEST_MAC).unwrap());
+    rig_on(wants, Arc::new(backend), peer, None)
+}
+
+/// A rig on `backend`, counting in `stats` when given.
+fn rig_on(
+    wants: u64,
+    backend: Arc<SocketBackend>,
+    peer: SocketPeer,
+    stats: Option<Arc<NetStats>>,
+) -> Rig {
+    let mac = MacAddr::new(GUEST_MAC).unwrap();
+    let net = match stats {
+        Some(s) => Net::with_stats(backend.clone(), mac, s),
+        None => Net::new(backend.clone(), mac),
+    };
     let stats = net.stats();
     let mut d = TestDriver::new(Box::new(net));
     d.enable_msix();
@@ -618,4 +631,45 @@ fn tun_offloads_follow_guest_features() {
         0,
         "transmit features are not the TAP's business"
     );
+}
+
+#[test]
+fn counters_add_up_and_outlive_the_device() {
+    let (backend, peer) = SocketBackend::pair().unwrap();
+    let backend = Arc::new(backend);
+    let stats = Arc::new(NetStats::default());
+    let mut r = rig_on(0, backend.clone(), peer, Some(stats.clone()));
+    let out = frame(100, 1);
+    r.tx_pieces(&[&with_hdr(NetHdr::default(), &out)]);
+    r.tx_done();
+    assert_eq!(r.recv(), with_hdr(NetHdr::default(), &out));
+    // A transmit chain with a device-writable buffer is a guest error.
+    let at = r.d.alloc(64);
+    r.tx_chain(&[(at, 64, WRITE)]);
+    r.tx_done();
+    r.post_rx(0, 1, 1600);
+    r.peer
+        .send(&with_hdr(NetHdr::default(), &frame(300, 2)))
+        .unwrap();
+    r.rx_done(1);
+    let load = |s: &NetStats| {
+        [
+            s.rx_frames.load(Ordering::Relaxed),
+            s.rx_bytes.load(Ordering::Relaxed),
+            s.tx_frames.load(Ordering::Relaxed),
+            s.tx_bytes.load(Ordering::Relaxed),
+            s.rx_dropped.load(Ordering::Relaxed),
+            s.tx_dropped.load(Ordering::Relaxed),
+        ]
+    };
+    assert_eq!(load(&stats), [1, 300, 1, 100, 0, 1]);
+    // The next boot's device on the same backend goes on counting.
+    let Rig { d, peer, .. } = r;
+    drop(d);
+    let mut r = rig_on(0, backend, peer, Some(stats.clone()));
+    let out = frame(60, 3);
+    r.tx_pieces(&[&with_hdr(NetHdr::default(), &out)]);
+    r.tx_done();
+    assert_eq!(r.recv(), with_hdr(NetHdr::default(), &out));
+    assert_eq!(load(&stats), [1, 300, 2, 160, 0, 1]);
 }

@@ -35,9 +35,9 @@ fn handle(
 ) -> (Result<Reply, ApiError>, Option<Outcome>) {
     let done = |r: Result<(), StateError>| r.map(|()| Reply::Done).map_err(state_error);
     let result = match request {
-        Request::Version => Err(ApiError::new(
+        Request::Version | Request::Counters => Err(ApiError::new(
             ErrorCode::Internal,
-            "version is answered by the connection",
+            format!("{} is answered by the connection", request.name()),
         )),
         Request::Status => Ok(Reply::Status(status(vm, ctl, config))),
         Request::Pause => {

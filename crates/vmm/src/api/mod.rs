@@ -7,7 +7,8 @@
 //!   api thread: accept() → one api-conn thread per client (at most MAX_CLIENTS)
 //! ```
 //!
-//! Parsing, framing and `version` happen on the connection thread; every
+//! Parsing, framing, `version` and `counters` (atomics the device workers
+//! update, see [`IoCounters`]) happen on the connection thread; every
 //! other command goes to the control loop through the same channel as
 //! vCPU, device and signal events, so the VM's state has one owner. The
 //! socket is created with mode 0600 and removed when the server is dropped;
@@ -32,6 +33,7 @@ use vmm_api::{
     VersionInfo, COMMANDS, MAX_REQUEST_LINE, PROTOCOL_VERSION,
 };
 
+use crate::device_manager::IoCounters;
 use crate::Event;
 
 /// The most clients connected at once; more get a `busy` answer.
@@ -90,6 +92,8 @@ struct Shared {
     /// Live client streams (clones), to shut them down on drop.
     clients: Mutex<HashMap<u64, UnixStream>>,
     next_client: AtomicU64,
+    /// The devices' I/O counters (`counters`).
+    counters: IoCounters,
 }
 
 /// The running control socket. Dropping it closes every connection and
@@ -102,8 +106,12 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Listens on `path` and forwards requests to the control loop as
-    /// [`Event::Api`].
-    pub fn start(path: &Path, events: Sender<Event>) -> Result<ApiServer, ApiServerError> {
+    /// [`Event::Api`]; answers `counters` from `counters`.
+    pub fn start(
+        path: &Path,
+        events: Sender<Event>,
+        counters: IoCounters,
+    ) -> Result<ApiServer, ApiServerError> {
         let listener = bind(path)?;
         let shared = Arc::new(Shared {
             events: Mutex::new(events),
@@ -111,6 +119,7 @@ impl ApiServer {
             in_flight: AtomicUsize::new(0),
             clients: Mutex::new(HashMap::new()),
             next_client: AtomicU64::new(0),
+            counters,
         });
         let accept = {
             let shared = shared.clone();
@@ -262,14 +271,19 @@ fn serve_connection(stream: UnixStream, shared: &Shared) {
     }
 }
 
-/// Answers `version` here; sends the rest to the control loop.
+/// Answers `version` and `counters` here; sends the rest to the control
+/// loop.
 fn dispatch(request: Request, shared: &Shared) -> Result<Reply, ApiError> {
-    if request == Request::Version {
-        return Ok(Reply::Version(VersionInfo {
-            protocol: PROTOCOL_VERSION,
-            vmm: format!("keel-vmm {}", env!("CARGO_PKG_VERSION")),
-            commands: COMMANDS.iter().map(|c| c.to_string()).collect(),
-        }));
+    match request {
+        Request::Version => {
+            return Ok(Reply::Version(VersionInfo {
+                protocol: PROTOCOL_VERSION,
+                vmm: format!("keel-vmm {}", env!("CARGO_PKG_VERSION")),
+                commands: COMMANDS.iter().map(|c| c.to_string()).collect(),
+            }))
+        }
+        Request::Counters => return Ok(Reply::Counters(shared.counters.snapshot())),
+        _ => {}
     }
     let busy = || ApiError::new(ErrorCode::Busy, "The VMM is shutting down");
     if shared.closing.load(Ordering::SeqCst) {

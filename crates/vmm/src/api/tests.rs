@@ -41,7 +41,7 @@ fn fake_loop(rx: Receiver<Event>, delay: Duration) -> JoinHandle<usize> {
 fn start(name: &str) -> (ApiServer, PathBuf, JoinHandle<usize>) {
     let path = socket_path(name);
     let (tx, rx) = mpsc::channel();
-    let server = ApiServer::start(&path, tx).unwrap();
+    let server = ApiServer::start(&path, tx, IoCounters::default()).unwrap();
     (server, path, fake_loop(rx, Duration::from_millis(300)))
 }
 
@@ -193,7 +193,7 @@ fn the_answer_to_stop_is_written_before_the_server_goes() {
 fn requests_after_the_control_loop_is_gone_get_busy() {
     let path = socket_path("gone");
     let (tx, rx) = mpsc::channel();
-    let _server = ApiServer::start(&path, tx).unwrap();
+    let _server = ApiServer::start(&path, tx, IoCounters::default()).unwrap();
     drop(rx);
     let mut c = Client::connect(&path).unwrap();
     let e = c.call(Request::Status).unwrap_err();
@@ -208,7 +208,9 @@ fn socket_paths_are_checked() {
     assert_eq!(mode & 0o777, 0o600);
     // A live socket is not taken over.
     let (tx, _rx) = mpsc::channel();
-    let e = ApiServer::start(&path, tx.clone()).err().unwrap();
+    let e = ApiServer::start(&path, tx.clone(), IoCounters::default())
+        .err()
+        .unwrap();
     assert!(matches!(e, ApiServerError::InUse(_)), "{e}");
     assert!(e.is_bad_input());
     drop(server);
@@ -216,20 +218,78 @@ fn socket_paths_are_checked() {
     let stale = socket_path("stale");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     assert!(stale.exists());
-    let s = ApiServer::start(&stale, tx.clone()).unwrap();
+    let s = ApiServer::start(&stale, tx.clone(), IoCounters::default()).unwrap();
     assert!(UnixStream::connect(&stale).is_ok());
     drop(s);
     // A regular file is never removed.
     let file = socket_path("file");
     std::fs::write(&file, b"keep").unwrap();
-    let e = ApiServer::start(&file, tx.clone()).err().unwrap();
+    let e = ApiServer::start(&file, tx.clone(), IoCounters::default())
+        .err()
+        .unwrap();
     assert!(matches!(e, ApiServerError::NotASocket(_)), "{e}");
     assert_eq!(std::fs::read(&file).unwrap(), b"keep");
     let _ = std::fs::remove_file(&file);
     // A directory that does not exist.
-    let e = ApiServer::start(Path::new("/nonexistent-keel/api.sock"), tx)
-        .err()
-        .unwrap();
+    let e = ApiServer::start(
+        Path::new("/nonexistent-keel/api.sock"),
+        tx,
+        IoCounters::default(),
+    )
+    .err()
+    .unwrap();
     assert!(matches!(e, ApiServerError::Bind { .. }), "{e}");
     assert!(e.is_bad_input());
+}
+
+#[test]
+fn counters_are_answered_by_the_connection_from_live_counters() {
+    use std::sync::atomic::Ordering;
+
+    use crate::device_manager::DiskSource;
+
+    let stats = Arc::new(virtio::block::BlockStats::default());
+    let counters = IoCounters {
+        disks: vec![DiskSource {
+            id: "disk0".into(),
+            serial: Some("KEEL-1".into()),
+            stats: stats.clone(),
+        }],
+        nics: Vec::new(),
+    };
+    let path = socket_path("counters");
+    let (tx, rx) = mpsc::channel();
+    let _server = ApiServer::start(&path, tx, counters).unwrap();
+    // No control loop at all: counters still answer, others do not.
+    drop(rx);
+    let mut c = Client::connect(&path).unwrap();
+    c.set_timeout(Some(Duration::from_secs(10))).unwrap();
+    let read = |c: &mut Client| match c.call(Request::Counters).unwrap() {
+        Reply::Counters(v) => v,
+        other => panic!("{other:?}"),
+    };
+    let first = read(&mut c);
+    assert!(first.nics.is_empty());
+    assert_eq!(first.disks.len(), 1);
+    assert_eq!(first.disks[0].id, "disk0");
+    assert_eq!(first.disks[0].serial.as_deref(), Some("KEEL-1"));
+    assert_eq!(first.disks[0].read_bytes, 0);
+    stats.read_ops.fetch_add(2, Ordering::Relaxed);
+    stats.read_bytes.fetch_add(8192, Ordering::Relaxed);
+    let d = &read(&mut c).disks[0];
+    assert_eq!((d.read_ops, d.read_bytes), (2, 8192));
+    assert_eq!(
+        c.call(Request::Status).unwrap_err().api().unwrap().code,
+        ErrorCode::Busy
+    );
+    // The raw form, as documented.
+    let line = c.call_raw(r#"{"v":1,"id":9,"cmd":"counters"}"#).unwrap();
+    assert!(
+        line.starts_with(r#"{"v":1,"id":9,"ok":{"counters":{"disks":[{"id":"disk0","serial":"KEEL-1","read_ops":2,"read_bytes":8192,"#),
+        "{line}"
+    );
+    match c.call(Request::Version).unwrap() {
+        Reply::Version(v) => assert!(v.commands.iter().any(|c| c == "counters")),
+        other => panic!("{other:?}"),
+    }
 }

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use storage::{DiskImage, Format, StorageError};
-use virtio::block::{check_serial, Block, BlockError, BlockOptions, MAX_QUEUES};
+use virtio::block::{check_serial, Block, BlockError, BlockOptions, BlockStats, MAX_QUEUES};
 
 use crate::config::{parse_switch, split_options, OptionsError};
 
@@ -109,20 +109,28 @@ pub fn open_disks(disks: &[DiskConfig]) -> Result<Vec<Arc<dyn DiskImage>>, DiskE
         .collect()
 }
 
+/// The name of disk `index` (`disk0`): its device's, its worker threads'
+/// and its counters'.
+pub fn disk_name(index: usize) -> String {
+    format!("disk{index}")
+}
+
 /// The virtio-blk device for disk `index`: one request queue per vCPU (at
-/// most [`MAX_QUEUES`]), each with its own worker thread.
+/// most [`MAX_QUEUES`]), each with its own worker thread. It counts its
+/// requests in `stats` (the process's, kept across reboots) when given.
 pub fn block_device(
     index: usize,
     config: &DiskConfig,
     disk: Arc<dyn DiskImage>,
     cpus: u8,
+    stats: Option<Arc<BlockStats>>,
 ) -> Result<Block, BlockError> {
     let opts = BlockOptions {
-        name: format!("disk{index}"),
+        name: disk_name(index),
         serial: config.serial.clone(),
         num_queues: u16::from(cpus).clamp(1, MAX_QUEUES),
     };
-    Block::new(disk, opts)
+    Block::with_stats(disk, opts, stats.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -198,8 +206,13 @@ mod tests {
         );
         let opened = open_disks(&disks[..1]).unwrap();
         assert_eq!(opened[0].size(), 1 << 20);
-        let dev = block_device(0, &disks[0], opened[0].clone(), 4).unwrap();
+        let stats = Arc::new(BlockStats::default());
+        let dev = block_device(0, &disks[0], opened[0].clone(), 4, Some(stats.clone())).unwrap();
         assert!(virtio::VirtioDevice::describe(&dev).contains("disk0"));
+        assert!(
+            Arc::ptr_eq(&dev.stats(), &stats),
+            "counts in the process's counters"
+        );
         assert_eq!(virtio::VirtioDevice::queue_max_sizes(&dev).len(), 4);
         drop(dev);
         drop(opened);

@@ -2,11 +2,13 @@
 //! on it. Adding a device kind means writing the device in `crates/virtio`
 //! and one `attach_*` function here that builds it from its configuration.
 //! Host resources that must outlive a guest reboot (disk images) are opened
-//! once, before the first boot, into [`Backends`].
+//! once, before the first boot, into [`Backends`], with the devices' I/O
+//! counters ([`IoCounters`]), which every boot's devices count in.
 
 pub mod balloon;
 pub mod block;
 pub mod console;
+pub mod counters;
 pub mod net;
 pub mod vsock;
 
@@ -22,6 +24,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::config::VmConfig;
 use crate::pci_bus::PciBus;
 use crate::vm::KvmIrq;
+pub use counters::{DiskSource, IoCounters, NicSource};
 
 /// Errors from attaching devices.
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +82,45 @@ pub struct Backends {
     pub console: Option<virtio::console::ConsoleSockets>,
     /// The vsock device's listening socket.
     pub vsock: Option<Arc<virtio::unix::SocketListener>>,
+    /// The disks' and NICs' I/O counters, for the whole process.
+    pub counters: IoCounters,
 }
 
 impl Backends {
     /// Opens what `config` names.
     pub fn open(config: &VmConfig) -> Result<Self, BackendError> {
+        let disks = block::open_disks(&config.disks)?;
+        let nets = net::open_nets(&config.nets)?;
+        let counters = IoCounters {
+            disks: config
+                .disks
+                .iter()
+                .enumerate()
+                .map(|(index, d)| DiskSource {
+                    id: block::disk_name(index),
+                    serial: d.serial.clone(),
+                    stats: Arc::default(),
+                })
+                .collect(),
+            nics: nets
+                .iter()
+                .enumerate()
+                .map(|(index, n)| {
+                    NicSource::new(
+                        format!("net{index}"),
+                        n.mac.to_string(),
+                        n.stats.clone(),
+                        n.tap.clone(),
+                    )
+                })
+                .collect(),
+        };
         Ok(Backends {
-            disks: block::open_disks(&config.disks)?,
-            nets: net::open_nets(&config.nets)?,
+            disks,
+            nets,
             console: console::bind_console_ports(&config.console_ports)?,
             vsock: vsock::bind_vsock(config.vsock.as_ref())?,
+            counters,
         })
     }
 }
@@ -128,7 +160,13 @@ impl DeviceManager {
             self.add_virtio(Box::new(virtio::rng::Rng::new()), ctx)?;
         }
         for (index, (disk, image)) in config.disks.iter().zip(&ctx.backends.disks).enumerate() {
-            let dev = block::block_device(index, disk, image.clone(), config.cpus)
+            let stats = ctx
+                .backends
+                .counters
+                .disks
+                .get(index)
+                .map(|d| d.stats.clone());
+            let dev = block::block_device(index, disk, image.clone(), config.cpus, stats)
                 .map_err(|source| DeviceError::Block { index, source })?;
             self.add_virtio(Box::new(dev), ctx)?;
         }

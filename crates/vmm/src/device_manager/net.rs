@@ -6,7 +6,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use virtio::net::{check_name, MacAddr, Net, Tap, TapError};
+use virtio::net::{check_name, MacAddr, Net, NetStats, Tap, TapError};
 
 use crate::config::{split_options, OptionsError};
 
@@ -70,11 +70,13 @@ impl FromStr for NetConfig {
     }
 }
 
-/// A TAP, opened before the first boot, and the MAC its NIC gets.
+/// A TAP, opened before the first boot, the MAC its NIC gets and the
+/// NIC's frame counters (kept across reboots).
 #[derive(Debug)]
 pub struct OpenNet {
     pub tap: Arc<Tap>,
     pub mac: MacAddr,
+    pub stats: Arc<NetStats>,
 }
 
 /// A network that cannot be set up (a bad input: exit status 2).
@@ -116,14 +118,15 @@ pub fn open_nets(nets: &[NetConfig]) -> Result<Vec<OpenNet>, NetError> {
             Ok(OpenNet {
                 tap: Arc::new(tap),
                 mac,
+                stats: Arc::default(),
             })
         })
         .collect()
 }
 
-/// The virtio-net device for an open TAP.
+/// The virtio-net device for an open TAP, counting in its counters.
 pub fn net_device(net: &OpenNet) -> Net {
-    Net::new(net.tap.clone(), net.mac)
+    Net::with_stats(net.tap.clone(), net.mac, net.stats.clone())
 }
 
 #[cfg(test)]
