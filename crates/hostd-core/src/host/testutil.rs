@@ -23,7 +23,25 @@ pub struct Fake {
     pub starts: Mutex<Vec<(i64, String)>>,
     /// Milliseconds each start takes.
     pub start_delay_ms: AtomicU64,
+    /// What `counters` answers per VM id: absent → [`fake_counters`],
+    /// `None` → an error (a VMM that does not answer).
+    pub counters: Mutex<HashMap<i64, Option<vmm_api::VmCounters>>>,
+    /// Milliseconds `counters` takes to answer.
+    pub counters_delay_ms: AtomicU64,
     next_pid: AtomicU64,
+}
+
+/// The counters of a VMM with one disk that read 1 MiB and no NIC.
+pub fn fake_counters() -> vmm_api::VmCounters {
+    vmm_api::VmCounters {
+        disks: vec![vmm_api::DiskCounters {
+            id: "disk0".into(),
+            read_ops: 256,
+            read_bytes: 1 << 20,
+            ..Default::default()
+        }],
+        nics: Vec::new(),
+    }
 }
 
 impl Fake {
@@ -33,6 +51,8 @@ impl Fake {
             running: Mutex::new(HashMap::new()),
             starts: Mutex::new(Vec::new()),
             start_delay_ms: AtomicU64::new(0),
+            counters: Mutex::new(HashMap::new()),
+            counters_delay_ms: AtomicU64::new(0),
             next_pid: AtomicU64::new(1000),
         }
     }
@@ -89,6 +109,19 @@ impl VmmBackend for Fake {
     }
     fn request(&self, id: i64, req: vmm_api::Request) -> Result<vmm_api::Reply, String> {
         use vmm_api::{Reply, Request, VmState, VmStatus};
+        if req == Request::Counters {
+            std::thread::sleep(Duration::from_millis(
+                self.counters_delay_ms.load(Ordering::Relaxed),
+            ));
+            if self.running(id).is_none() {
+                return Err("not running".into());
+            }
+            return match lock(&self.counters).get(&id) {
+                None => Ok(Reply::Counters(fake_counters())),
+                Some(Some(c)) => Ok(Reply::Counters(c.clone())),
+                Some(None) => Err("fake: the VMM does not answer".into()),
+            };
+        }
         let mut running = lock(&self.running);
         let Some((_, paused, boots)) = running.get_mut(&id) else {
             return Err("not running".into());
