@@ -128,11 +128,24 @@ fn error_code(c: &mut Client, r: Request) -> ErrorCode {
 
 #[test]
 fn status_pause_resume_and_stop() {
-    let Some(mut vmm) = Vmm::start(
+    // A disk the payload never touches: its counters stay at 0.
+    let disk = std::env::temp_dir().join(format!("keel-api-e2e-{}-disk.raw", std::process::id()));
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let disk_arg = format!("path={},format=raw,serial=KEEL-N", disk.display());
+    let vmm = Vmm::start(
         "stop",
         Payload::Hang,
-        &["--cpus", "2", "--serial", "file=console"],
-    ) else {
+        &[
+            "--cpus",
+            "2",
+            "--serial",
+            "file=console",
+            "--disk",
+            &disk_arg,
+        ],
+    );
+    let _ = std::fs::remove_file(&disk);
+    let Some(mut vmm) = vmm else {
         return;
     };
     vmm.wait_for("console", Payload::Hang.marker());
@@ -143,6 +156,17 @@ fn status_pause_resume_and_stop() {
     assert_eq!(s.balloon, None);
     assert_eq!(c.call(Request::Pause).unwrap(), Reply::Done);
     assert_eq!(status(&mut c).state, VmState::Paused);
+    assert_eq!(
+        c.call(Request::Counters).unwrap(),
+        Reply::Counters(vmm_api::VmCounters {
+            disks: vec![vmm_api::DiskCounters {
+                id: "disk0".into(),
+                serial: Some("KEEL-N".into()),
+                ..Default::default()
+            }],
+            nics: Vec::new(),
+        })
+    );
     assert_eq!(error_code(&mut c, Request::Pause), ErrorCode::InvalidState);
     assert_eq!(c.call(Request::Resume).unwrap(), Reply::Done);
     assert_eq!(error_code(&mut c, Request::Resume), ErrorCode::InvalidState);
@@ -306,6 +330,7 @@ echo TICKS_A=$(ticks)
 sleep 4
 echo TICKS_B=$(ticks)
 echo STATUS_PAUSED=$($c $s status)
+echo COUNTERS=$($c $s counters)
 $c $s resume && echo RESUMED=1
 sleep 4
 echo TICKS_C=$(ticks)
@@ -319,6 +344,10 @@ fn paused_linux_guest_stops_and_resumes_and_the_power_button_powers_it_off() {
         .cmd(COUNTER)
         .arg("--api-socket")
         .arg("api.sock")
+        // A disk the guest's kernel reads (its partition table) as it boots.
+        .l1_before("dd if=/dev/zero of=disk.raw bs=1M count=1")
+        .arg("--disk")
+        .arg("path=disk.raw,format=raw,serial=KEEL-CNT")
         .run_with_driver(PAUSE_DRIVER, &[api_client()])
     else {
         return;
@@ -345,6 +374,19 @@ fn paused_linux_guest_stops_and_resumes_and_the_power_button_powers_it_off() {
     );
     let paused = out.value("STATUS_PAUSED").unwrap_or_default();
     assert!(paused.contains("\"state\":\"paused\""), "{}", out.dump());
+    // The disk's counters, answered while paused: the boot read it.
+    let counters = out.value("COUNTERS").unwrap_or_default();
+    let Ok(Reply::Counters(c)) = serde_json::from_str(&counters) else {
+        panic!("no counters: {}", out.dump());
+    };
+    assert_eq!(c.disks.len(), 1, "{}", out.dump());
+    let disk = &c.disks[0];
+    assert_eq!(disk.serial.as_deref(), Some("KEEL-CNT"), "{}", out.dump());
+    assert!(
+        disk.read_ops > 0 && disk.read_bytes >= 512 * disk.read_ops,
+        "{counters}"
+    );
+    assert_eq!(disk.errors, 0, "{counters}");
     assert_eq!(
         out.value("BUTTON").as_deref(),
         Some("\"done\""),
