@@ -19,6 +19,7 @@
 //! ```
 
 use std::fmt;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -97,6 +98,15 @@ pub trait DiskImage: Send + Sync + fmt::Debug {
     /// One line for logs, e.g. `qcow2 v3 /vm/disk.qcow2 (10737418240 bytes, read-write,
     /// backing /vm/base.qcow2)`.
     fn describe(&self) -> String;
+
+    /// The open file whose bytes are the disk's bytes (byte `n` of the disk is byte `n` of the
+    /// file), for I/O that bypasses this trait (virtio-blk's io_uring path); `None` for formats
+    /// with a mapping (qcow2), whose I/O must go through the trait's methods. The descriptor
+    /// stays valid as long as the image is open. Whoever uses it must check every request
+    /// against [`DiskImage::size`] and [`DiskImage::read_only`] first, as the trait does.
+    fn raw_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 
     /// Reads `buf.len()` bytes at `offset`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), StorageError>;

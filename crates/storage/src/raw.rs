@@ -1,6 +1,7 @@
 //! Raw images: a regular file or a block device, byte for byte the disk.
 
 use std::fs;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,6 +122,10 @@ impl DiskImage for RawDisk {
                 "read-write"
             }
         )
+    }
+
+    fn raw_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.file.as_fd())
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), StorageError> {
@@ -252,6 +257,17 @@ mod tests {
         assert!(buf[5100..].iter().all(|b| *b == 0xaa));
         // And a discard that cannot punch holes is a successful no-op.
         d.discard(0, 4096).unwrap();
+    }
+
+    #[test]
+    fn raw_fd_is_the_image_file() {
+        let dir = TempDir::new("raw-fd");
+        let d = disk(&dir, 4096, false);
+        d.write_at(b"keel", 512).unwrap();
+        let fd = d.raw_fd().unwrap().try_clone_to_owned().unwrap();
+        let mut buf = [0u8; 4];
+        fs::File::from(fd).read_exact_at(&mut buf, 512).unwrap();
+        assert_eq!(&buf, b"keel");
     }
 
     #[test]

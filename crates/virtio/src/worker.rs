@@ -5,14 +5,15 @@
 //! ```text
 //!            spawn()                   pause()
 //!   ───────▶ Running ────────────────────────▶ Paused   (waits on kill/pause only)
-//!             │   ▲ ◀──────────────────────────┘
+//!             │   ▲ ◀──────────────────────────┘  (QueueHandler::pause first:
+//!             │   │                                  no I/O left running)
 //!             │   │         resume(): every queue is processed once
 //!             │   └─ kick / backend fd: QueueHandler
 //!             │ QueueError (broken ring): DEVICE_NEEDS_RESET
 //!             ▼
 //!           Broken   (waits on kill/pause only)
-//!   stop() or drop of the handle, from any state: the thread exits and
-//!   hands back the handler and its queues.
+//!   stop() or drop of the handle, from any state: QueueHandler::stop, then
+//!   the thread exits and hands back the handler and its queues.
 //! ```
 
 use std::io;
@@ -70,6 +71,23 @@ pub trait QueueHandler: Send + 'static {
     /// on resume. An error means the ring is broken: the worker marks the
     /// device DEVICE_NEEDS_RESET and stops serving it.
     fn process_queue(&mut self, ctx: &mut WorkerContext, queue: usize) -> Result<(), QueueError>;
+
+    /// Called on the worker thread when the worker pauses, before the pause
+    /// is acknowledged (also when the ring is broken): finish whatever the
+    /// handler still has in flight and complete it, so that a paused device
+    /// moves no guest memory. An error marks the device DEVICE_NEEDS_RESET.
+    fn pause(&mut self, ctx: &mut WorkerContext) -> Result<(), QueueError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Called on the worker thread before it exits ([`WorkerHandle::stop`],
+    /// drop of the handle): wait for or cancel whatever the handler still has
+    /// in flight. Requests it abandons are not put on the used ring (the
+    /// device is being reset or dropped; pause first to complete them).
+    fn stop(&mut self, ctx: &mut WorkerContext) {
+        let _ = ctx;
+    }
 
     /// Handles readiness of a backend fd registered with `token`.
     fn handle_event(
@@ -343,17 +361,25 @@ impl WorkerLoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     eprintln!("keel-vmm: {}: event loop failed: {e}", self.name);
+                    handler.stop(&mut ctx);
                     return (handler, ctx);
                 }
             };
             for ev in &events[..n] {
                 let token = ev.data();
                 match token {
-                    TOKEN_KILL => return (handler, ctx),
+                    TOKEN_KILL => {
+                        handler.stop(&mut ctx);
+                        return (handler, ctx);
+                    }
                     TOKEN_PAUSE => {
                         let _ = self.pause.read();
                         let want = self.pause_requested.load(Ordering::SeqCst);
                         let resumed = paused && !want;
+                        if want && !paused {
+                            let r = handler.pause(&mut ctx);
+                            broken = !self.check(r, &ctx) || broken;
+                        }
                         paused = want;
                         if resumed && !broken {
                             broken = !self.process_all(&mut handler, &mut ctx);
@@ -440,6 +466,8 @@ mod tests {
     struct Handler {
         calls: Arc<AtomicUsize>,
         endless: Option<TestQueueLayout>,
+        /// Stop hook calls.
+        stops: usize,
     }
 
     impl QueueHandler for Handler {
@@ -456,6 +484,17 @@ mod tests {
                 }
                 0
             })
+        }
+
+        fn pause(&mut self, _ctx: &mut WorkerContext) -> Result<(), QueueError> {
+            // Slow on purpose: pause() must not return before this did.
+            std::thread::sleep(Duration::from_millis(20));
+            self.calls.fetch_add(PAUSED, Ordering::SeqCst);
+            Ok(())
+        }
+
+        fn stop(&mut self, _ctx: &mut WorkerContext) {
+            self.stops += 1;
         }
     }
 
@@ -486,6 +525,7 @@ mod tests {
         let handler = Handler {
             calls: calls.clone(),
             endless: endless.then_some(layout),
+            stops: 0,
         };
         let w = spawn("virtio-test", activation, handler).unwrap();
         (w, mem, layout, interrupt, calls, kick)
@@ -548,6 +588,27 @@ mod tests {
         w.pause().unwrap();
         w.resume().unwrap();
         wait_for("the used ring", || layout.used_idx(&mem) == 1);
+    }
+
+    /// What the test handler's pause hook adds to its call count.
+    const PAUSED: usize = 1000;
+
+    #[test]
+    fn pause_and_stop_call_the_handler_first() {
+        let (mut w, _, _, _, calls, _) = setup(false);
+        w.pause().unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst) / PAUSED,
+            1,
+            "pause acked early"
+        );
+        // Pausing twice calls the hook once; pausing after a resume again.
+        w.pause().unwrap();
+        w.resume().unwrap();
+        w.pause().unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst) / PAUSED, 2);
+        let (h, _) = w.stop().unwrap();
+        assert_eq!(h.stops, 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use virtio_bindings::virtio_blk::{
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 
 use super::request::{Limits, ID_BYTES, SECTOR_SHIFT, SECTOR_SIZE};
+use super::uring::Uring;
 use super::worker::BlockHandler;
 use crate::device::{read_config_bytes, ActivateError, Activation, VirtioDevice};
 use crate::worker::{self, WorkerHandle};
@@ -64,17 +65,32 @@ pub struct BlockOptions {
     /// Request queues (VIRTIO_BLK_F_MQ when more than one), each served by
     /// its own worker thread.
     pub num_queues: u16,
+    /// Serve a raw image's reads and writes through io_uring, many at a
+    /// time, where the kernel allows it (else, and for qcow2: one at a
+    /// time, synchronously).
+    pub io_uring: bool,
 }
 
 impl BlockOptions {
-    /// One queue, no serial.
+    /// One queue, no serial, io_uring where possible.
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_string(),
             serial: None,
             num_queues: 1,
+            io_uring: true,
         }
     }
+}
+
+/// How a disk's queues move data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoEngine {
+    /// io_uring: up to a queue's size of reads and writes in flight,
+    /// completed as they finish.
+    IoUring,
+    /// One request at a time per queue, `preadv`/`pwritev` on the worker.
+    Sync,
 }
 
 /// Checks a disk serial: at most 20 bytes of printable ASCII (no spaces
@@ -123,6 +139,8 @@ pub struct Block {
     config: [u8; CONFIG_LEN],
     queue_sizes: Vec<u16>,
     avail_features: u64,
+    /// The engine chosen when the device was built.
+    engine: IoEngine,
     workers: Vec<WorkerHandle<BlockHandler>>,
 }
 
@@ -156,7 +174,23 @@ impl Block {
             avail |= features::MQ;
         }
         let config = build_config(&*disk, opts.num_queues);
+        let engine = if opts.io_uring && disk.raw_fd().is_some() {
+            match Uring::available() {
+                Ok(()) => IoEngine::IoUring,
+                Err(e) => {
+                    eprintln!(
+                        "keel-vmm: {}: {}; requests are served one at a time",
+                        opts.name,
+                        crate::error_chain(&e)
+                    );
+                    IoEngine::Sync
+                }
+            }
+        } else {
+            IoEngine::Sync
+        };
         Ok(Self {
+            engine,
             disk,
             stats,
             id,
@@ -171,6 +205,11 @@ impl Block {
     /// The disk this device serves.
     pub fn disk(&self) -> &Arc<dyn DiskImage> {
         &self.disk
+    }
+
+    /// How the disk's requests are served.
+    pub fn io_engine(&self) -> IoEngine {
+        self.engine
     }
 
     /// The device's request counters (they survive resets).
@@ -280,12 +319,24 @@ impl VirtioDevice for Block {
             } else {
                 format!("blk-{}-q{}", self.opts.name, q.index())
             };
+            let uring = match self.engine {
+                IoEngine::IoUring => Uring::new(&self.disk, &activation.mem, q.size())
+                    .map_err(|e| {
+                        eprintln!(
+                            "keel-vmm: {name}: {}; this queue is served one request at a time",
+                            crate::error_chain(&e)
+                        );
+                    })
+                    .ok(),
+                IoEngine::Sync => None,
+            };
             let handler = BlockHandler::new(
                 self.disk.clone(),
                 limits,
                 self.id,
                 name.clone(),
                 self.stats.clone(),
+                uring,
             );
             let one = Activation {
                 mem: activation.mem.clone(),
@@ -326,6 +377,9 @@ impl VirtioDevice for Block {
         let mut s = format!("virtio-blk {}: {}", self.opts.name, self.disk.describe());
         if let Some(serial) = &self.opts.serial {
             s.push_str(&format!(", serial {serial}"));
+        }
+        if self.engine == IoEngine::IoUring {
+            s.push_str(", io_uring");
         }
         s
     }

@@ -8,10 +8,13 @@
 //!
 //! ```text
 //!   queue k ── kick ──▶ worker thread `blk-<name>` / `blk-<name>-q<k>`
-//!                        pop every chain → request::parse_request (pure)
-//!                        → preadv/pwritev straight into guest memory, flush,
-//!                          discard, write-zeroes → status byte → used ring
-//!                        one interrupt per batch (EVENT_IDX aware)
+//!                        pop every chain → chain::validate + request::parse_request
+//!                        raw image, io_uring: readv/writev queued to the kernel,
+//!                          up to the queue size in flight ── completion EventFd ─┐
+//!                        otherwise: preadv/pwritev on the worker; flush, discard, │
+//!                          write-zeroes, GET_ID on the worker                     │
+//!                        → status byte → used ring (any order) ◀──────────────────┘
+//!                        one interrupt per batch of completions (EVENT_IDX aware)
 //! ```
 //!
 //! A malformed request never panics and never touches memory outside the
@@ -21,11 +24,12 @@
 
 mod device;
 pub mod request;
+mod uring;
 mod worker;
 
 pub use device::{
-    check_serial, features, Block, BlockError, BlockOptions, BlockStats, CONFIG_LEN, MAX_QUEUES,
-    MAX_RANGES, MAX_RANGE_SECTORS, QUEUE_SIZE,
+    check_serial, features, Block, BlockError, BlockOptions, BlockStats, IoEngine, CONFIG_LEN,
+    MAX_QUEUES, MAX_RANGES, MAX_RANGE_SECTORS, QUEUE_SIZE,
 };
 pub use request::{parse_request, Buffer, Limits, Parsed, Request, RequestError};
 

@@ -603,8 +603,22 @@ struct Hostile {
 #[test]
 fn hostile_requests_get_the_right_status_and_touch_nothing_else() {
     let mock = MockDisk::new(1 << 20, false);
+    let m = mock.clone();
+    hostile_requests(mock, &move || m.data.lock().unwrap().clone());
+}
+
+#[test]
+fn hostile_requests_through_io_uring() {
+    let dir = TempDir::new("hostile");
+    let disk = raw_disk(&dir, 1 << 20, false);
+    let path = dir.path("disk.raw");
+    hostile_requests(disk, &move || std::fs::read(&path).unwrap());
+}
+
+/// Every hostile chain against `disk`, whose bytes `contents` reads.
+fn hostile_requests(disk: Arc<dyn DiskImage>, contents: &dyn Fn() -> Vec<u8>) {
     let size = 16u16;
-    let mut d = driver(mock.clone(), BlockOptions::new("disk0"), ALL, size);
+    let mut d = driver(disk, BlockOptions::new("disk0"), ALL, size);
     let mem_end = TEST_MEM_SIZE as u64;
     // Headers for each request type, at fixed places.
     let hdr = |d: &mut TestDriver, kind: u32, sector: u64| {
@@ -726,7 +740,7 @@ fn hostile_requests_get_the_right_status_and_touch_nothing_else() {
     for case in &cases {
         d.fill_guest(area.0, area.1 as usize, SENTINEL);
         d.fill_guest(status, 64, SENTINEL);
-        let before = mock.data.lock().unwrap().clone();
+        let before = contents();
         d.add_chain(0, 0, &case.bufs);
         d.kick(0);
         let used = d.wait_used(0, idx, idx + 1);
@@ -758,7 +772,7 @@ fn hostile_requests_get_the_right_status_and_touch_nothing_else() {
         let got = d.read_guest(area.0, 8192);
         let changed = got.iter().filter(|&&b| b != SENTINEL).count();
         assert!(changed <= 1, "{name}: {changed} data bytes written");
-        assert_eq!(*mock.data.lock().unwrap(), before, "{name}: disk changed");
+        assert!(contents() == before, "{name}: disk changed");
         assert_eq!(d.status() & S_NEEDS_RESET, 0, "{name}: device broke");
         // The device still serves a good request.
         let r = submit(&mut d, 0, 8, VIRTIO_BLK_T_IN, 0, Data::In(512));
@@ -968,3 +982,4 @@ fn describe_names_the_disk_and_serial() {
 }
 
 mod counters;
+mod inflight;

@@ -1,26 +1,67 @@
 //! virtio-blk request handling on a queue's worker thread: every chain the
-//! driver made available is parsed ([`super::request`]), served
-//! synchronously against the disk (vectored I/O straight between the file
-//! and guest memory), counted in the disk's [`BlockStats`] and completed;
-//! one interrupt per batch.
+//! driver made available is checked and parsed ([`super::request`]) before
+//! anything touches the disk, then served, counted in the disk's
+//! [`BlockStats`] and completed; one interrupt per batch of completions
+//! (EVENT_IDX aware).
+//!
+//! Two engines:
+//! - io_uring (raw images, where the kernel allows it): reads and writes
+//!   are queued to the kernel ([`super::uring`]), up to the queue's size at
+//!   once, and completed in the order they finish, when the ring's EventFd
+//!   fires. Everything else (flush, discard, write-zeroes, GET_ID, errors)
+//!   is served on the spot. A flush waits until the reads and writes in
+//!   flight are done (no chain is taken meanwhile), then `fdatasync`s: what
+//!   completed before it is durable when it completes.
+//! - synchronous (qcow2, or no io_uring): each request is served in turn
+//!   with `preadv`/`pwritev` straight into guest memory.
+//!
+//! Pause finishes and completes what is in flight; stop (reset, drop)
+//! cancels it and waits for the kernel, without answering.
 
+use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use storage::{DiskImage, StorageError};
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
-use vm_memory::{Bytes, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, VolatileSlice};
+use vmm_sys_util::epoll::EventSet;
 
 use super::device::BlockStats;
-use super::request::{self, Buffer, Limits, Range, Request, ID_BYTES};
-use crate::chain::{ChainError, ChainInfo};
+use super::request::{self, Buffer, Limits, Range, Request, Span, ID_BYTES};
+use super::uring::{Dir, Io, PushError, Uring};
+use crate::chain::{self, ChainError, ChainInfo};
 use crate::queue::{Chain, QueueError};
 use crate::worker::{QueueHandler, WorkerContext};
 
 /// Host I/O errors logged per queue before the log goes quiet.
 const MAX_LOGGED_ERRORS: u32 = 8;
+/// The worker's epoll token for the io_uring completion EventFd.
+const URING_TOKEN: u64 = 1;
+const OK: u8 = VIRTIO_BLK_S_OK as u8;
+const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
 
-/// Serves one queue of one disk.
+/// A flush taken off the ring while requests were in flight: it runs once
+/// they are done.
+#[derive(Clone, Copy)]
+struct HeldFlush {
+    head: u16,
+    status: GuestAddress,
+    used_len: u32,
+}
+
+/// What became of a chain taken off the ring.
+enum Taken {
+    /// Answered: put it on the used ring with this length.
+    Done(u32),
+    /// Handed to io_uring.
+    InFlight,
+    /// A flush that must wait for the requests in flight.
+    Held(HeldFlush),
+}
+
+/// Serves one queue of one disk (`ctx.queues[0]`: each worker has one).
 pub(crate) struct BlockHandler {
     disk: Arc<dyn DiskImage>,
     limits: Limits,
@@ -33,6 +74,15 @@ pub(crate) struct BlockHandler {
     bufs: Vec<Buffer>,
     /// Host errors seen (only the first few are logged).
     host_errors: u32,
+    /// The io_uring engine; `None`: synchronous.
+    uring: Option<Uring>,
+    /// Chains are left on the ring until a slot frees up.
+    backlog: bool,
+    /// A flush waiting for the requests in flight; no chain is taken
+    /// meanwhile.
+    held: Option<HeldFlush>,
+    /// Reused: completions being answered.
+    reaped: Vec<(usize, i32)>,
 }
 
 impl BlockHandler {
@@ -42,6 +92,7 @@ impl BlockHandler {
         id: [u8; ID_BYTES],
         name: String,
         stats: Arc<BlockStats>,
+        uring: Option<Uring>,
     ) -> Self {
         Self {
             disk,
@@ -51,29 +102,164 @@ impl BlockHandler {
             stats,
             bufs: Vec::with_capacity(64),
             host_errors: 0,
+            uring,
+            backlog: false,
+            held: None,
+            reaped: Vec::new(),
         }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.uring.as_ref().map_or(0, Uring::in_flight)
     }
 }
 
 impl QueueHandler for BlockHandler {
-    fn process_queue(&mut self, ctx: &mut WorkerContext, queue: usize) -> Result<(), QueueError> {
-        let max = ctx.queues.get(queue).map_or(0, |q| usize::from(q.size()));
-        ctx.process_chains(queue, |mem, chain, checked| {
-            self.serve_chain(mem, chain, checked, max)
-        })
+    fn start(&mut self, ctx: &mut WorkerContext) -> io::Result<()> {
+        if let Some(u) = &self.uring {
+            ctx.watch(u.event().as_raw_fd(), URING_TOKEN, EventSet::IN)?;
+        }
+        Ok(())
+    }
+
+    fn process_queue(&mut self, ctx: &mut WorkerContext, _queue: usize) -> Result<(), QueueError> {
+        self.serve(ctx)
+    }
+
+    fn handle_event(
+        &mut self,
+        ctx: &mut WorkerContext,
+        token: u64,
+        _events: EventSet,
+    ) -> Result<(), QueueError> {
+        if token == URING_TOKEN {
+            self.serve(ctx)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn pause(&mut self, ctx: &mut WorkerContext) -> Result<(), QueueError> {
+        self.drain(ctx)
+    }
+
+    fn stop(&mut self, _ctx: &mut WorkerContext) {
+        if let Some(u) = &mut self.uring {
+            if !u.abandon() {
+                eprintln!(
+                    "keel-vmm: {}: cannot wait for the requests in flight",
+                    self.name
+                );
+            }
+        }
+        self.held = None;
     }
 }
 
 impl BlockHandler {
-    /// Serves one chain; returns the used length (the writable bytes once
-    /// the status is written, 0 when there is nowhere to write it).
-    fn serve_chain(
+    /// Answers what completed, takes what the driver made available, hands
+    /// it to the kernel, answers what completed at once; until nothing more
+    /// can move. One interrupt at the end if anything was answered.
+    fn serve(&mut self, ctx: &mut WorkerContext) -> Result<(), QueueError> {
+        let mut answered = 0;
+        loop {
+            if let Some(u) = &self.uring {
+                u.clear_event();
+            }
+            answered += self.reap(ctx)?;
+            answered += self.intake(ctx)?;
+            let Some(u) = &mut self.uring else { break };
+            if let Err(e) = u.submit() {
+                // The requests stay queued for the next submit.
+                self.log(&format!("cannot submit to io_uring: {e}"));
+            }
+            let now = self.reap(ctx)?;
+            answered += now;
+            // Taking chains stopped for lack of room or for a flush, and
+            // some finished: take more.
+            let blocked = self.backlog || self.held.is_some();
+            if now == 0 || !blocked {
+                break;
+            }
+        }
+        if answered > 0 {
+            ctx.signal_used(0)?;
+        }
+        Ok(())
+    }
+
+    /// Takes every available chain (at most two rounds of the ring, then
+    /// the queue kicks itself so other events get a turn); stops early when
+    /// io_uring is full or a flush must wait. Returns how many chains it
+    /// put on the used ring.
+    fn intake(&mut self, ctx: &mut WorkerContext) -> Result<usize, QueueError> {
+        let WorkerContext { mem, queues, .. } = ctx;
+        let mem = &*mem;
+        let Some(q) = queues.get_mut(0) else {
+            return Ok(0);
+        };
+        let mut answered = 0;
+        if let Some(h) = self.held {
+            if self.in_flight() > 0 {
+                return Ok(0);
+            }
+            self.held = None;
+            let len = self.flush_now(mem, h);
+            q.add_used(mem, h.head, len)?;
+            answered += 1;
+        }
+        let size = q.size();
+        let budget = usize::from(size) * 2;
+        let mut served = 0usize;
+        let mut more = false;
+        self.backlog = false;
+        'ring: loop {
+            q.disable_notification(mem)?;
+            loop {
+                if self.uring.as_ref().is_some_and(|u| !u.has_room()) {
+                    self.backlog = true;
+                    break 'ring;
+                }
+                let Some(chain) = q.pop(mem)? else { break };
+                let head = chain.head_index();
+                let checked = chain::validate(&chain, size);
+                match self.take(mem, chain, checked, usize::from(size)) {
+                    Taken::Done(len) => {
+                        q.add_used(mem, head, len)?;
+                        answered += 1;
+                    }
+                    Taken::InFlight => {}
+                    Taken::Held(h) => {
+                        self.held = Some(h);
+                        break 'ring;
+                    }
+                }
+                served += 1;
+                if served >= budget {
+                    more = true;
+                    break 'ring;
+                }
+            }
+            if !q.enable_notification(mem)? {
+                break;
+            }
+        }
+        if more {
+            // Come back to this queue after the other ready events.
+            let _ = q.kick().write(1);
+        }
+        Ok(answered)
+    }
+
+    /// Checks, parses and serves (or queues) one chain.
+    fn take(
         &mut self,
         mem: &GuestMemoryMmap,
         chain: Chain<'_>,
         checked: Result<ChainInfo, ChainError>,
         max_descriptors: usize,
-    ) -> u32 {
+    ) -> Taken {
+        let head = chain.head_index();
         self.bufs.clear();
         self.bufs
             .extend(chain.take(max_descriptors).map(|d| Buffer {
@@ -84,72 +270,191 @@ impl BlockHandler {
         let parsed = request::parse_request(mem, &self.bufs, &self.limits);
         let Some(status_at) = parsed.status else {
             count(&self.stats.errors, 1);
-            return 0;
+            return Taken::Done(0);
         };
-        let status = match (checked, parsed.request) {
+        let used_len = parsed.writable_len;
+        let req = match (checked, parsed.request) {
             // A broken chain is answered with an error where its last
             // writable byte is, and not served.
-            (Err(_), _) => VIRTIO_BLK_S_IOERR as u8,
-            (Ok(_), Err(e)) => e.status(),
-            (Ok(_), Ok(req)) => self.execute(mem, req),
+            (Err(_), _) => return Taken::Done(self.answer(mem, status_at, IOERR, used_len)),
+            (Ok(_), Err(e)) => {
+                return Taken::Done(self.answer(mem, status_at, e.status(), used_len))
+            }
+            (Ok(_), Ok(req)) => req,
         };
-        if status != VIRTIO_BLK_S_OK as u8 {
-            count(&self.stats.errors, 1);
+        let io = |dir, offset, span| Io {
+            head,
+            status: status_at,
+            used_len,
+            dir,
+            offset,
+            span,
+        };
+        let queued = match (&mut self.uring, &req) {
+            (Some(u), Request::Read { offset, data }) => {
+                Some(u.push(mem, io(Dir::Read, *offset, *data), &self.bufs))
+            }
+            (Some(u), Request::Write { offset, data }) => {
+                Some(u.push(mem, io(Dir::Write, *offset, *data), &self.bufs))
+            }
+            (Some(u), Request::Flush) if !self.limits.read_only && u.in_flight() > 0 => {
+                return Taken::Held(HeldFlush {
+                    head,
+                    status: status_at,
+                    used_len,
+                })
+            }
+            _ => None,
+        };
+        match queued {
+            Some(Ok(())) => return Taken::InFlight,
+            Some(Err(PushError::Memory)) => {
+                return Taken::Done(self.answer(mem, status_at, IOERR, used_len))
+            }
+            // Too many pieces for one readv: served synchronously.
+            Some(Err(PushError::TooManyPieces)) | None => {}
         }
-        match mem.write_obj(status, status_at) {
-            Ok(()) => parsed.writable_len,
-            Err(_) => 0,
-        }
+        let kind = Counted::of(&req);
+        let status = self.execute(mem, req);
+        self.record(kind, status);
+        Taken::Done(answer(mem, status_at, status, used_len))
     }
 
-    /// Runs a well-formed request against the disk and counts it when it
-    /// succeeds; its status byte.
-    fn execute(&mut self, mem: &GuestMemoryMmap, req: Request) -> u8 {
-        let kind = Counted::of(&req);
-        let status = self.run(mem, req);
-        if status == VIRTIO_BLK_S_OK as u8 {
-            let s = &self.stats;
-            match kind {
-                Counted::Read(n) => {
-                    count(&s.read_ops, 1);
-                    count(&s.read_bytes, n);
-                }
-                Counted::Write(n) => {
-                    count(&s.write_ops, 1);
-                    count(&s.write_bytes, n);
-                }
-                Counted::Flush => count(&s.flush_ops, 1),
-                Counted::Discard => count(&s.discard_ops, 1),
-                Counted::WriteZeroes => count(&s.write_zeroes_ops, 1),
-                Counted::Not => {}
+    /// Counts a request answered on the spot and writes its status.
+    fn answer(&mut self, mem: &GuestMemoryMmap, at: GuestAddress, status: u8, len: u32) -> u32 {
+        self.record(Counted::Not, status);
+        answer(mem, at, status, len)
+    }
+
+    /// Answers every request io_uring finished; how many went on the used
+    /// ring. Every finished slot is released, even when the ring breaks.
+    fn reap(&mut self, ctx: &mut WorkerContext) -> Result<usize, QueueError> {
+        let Some(u) = &mut self.uring else {
+            return Ok(0);
+        };
+        let mut reaped = std::mem::take(&mut self.reaped);
+        reaped.clear();
+        u.reap(&mut reaped);
+        let WorkerContext { mem, queues, .. } = ctx;
+        let mut result = Ok(0);
+        for &(k, res) in &reaped {
+            let Some((head, len)) = self.complete(mem, k, res) else {
+                continue;
+            };
+            let Some(q) = queues.get_mut(0) else { continue };
+            match (&mut result, q.add_used(mem, head, len)) {
+                (Ok(n), Ok(())) => *n += 1,
+                (Ok(_), Err(e)) => result = Err(e),
+                (Err(_), _) => {}
             }
         }
-        status
+        self.reaped = reaped;
+        result
     }
 
-    /// Runs a well-formed request against the disk; its status byte.
-    fn run(&mut self, mem: &GuestMemoryMmap, req: Request) -> u8 {
+    /// Answers the request in slot `k` that finished with `res` (bytes or
+    /// -errno) and releases the slot; its head and used length.
+    fn complete(&mut self, mem: &GuestMemoryMmap, k: usize, res: i32) -> Option<(u16, u32)> {
+        let u = self.uring.as_mut()?;
+        let (io, bufs) = u.slot(k)?;
+        let outcome = match u64::try_from(res) {
+            Ok(done) if done >= io.span.len => Ok(()),
+            // A short transfer (e.g. the file shrank): the rest synchronously.
+            Ok(done) => finish_sync(&*self.disk, mem, bufs, &io, done),
+            Err(_) => {
+                let source = io::Error::from_raw_os_error(res.saturating_neg());
+                match source.kind() {
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => {
+                        finish_sync(&*self.disk, mem, bufs, &io, 0)
+                    }
+                    _ => Err(transfer_error(&io, io.offset, io.span.len, source)),
+                }
+            }
+        };
+        u.release(k);
+        let status = match outcome {
+            Ok(()) => OK,
+            Err(e) => {
+                self.log_error(&e);
+                IOERR
+            }
+        };
+        let kind = match io.dir {
+            Dir::Read => Counted::Read(io.span.len),
+            Dir::Write => Counted::Write(io.span.len),
+        };
+        self.record(kind, status);
+        Some((io.head, answer(mem, io.status, status, io.used_len)))
+    }
+
+    /// Waits for everything in flight and answers it (and a flush held for
+    /// it), for a pause.
+    fn drain(&mut self, ctx: &mut WorkerContext) -> Result<(), QueueError> {
+        let mut answered = 0;
+        let mut result = Ok(());
+        while let Some(u) = &mut self.uring {
+            if u.in_flight() == 0 {
+                break;
+            }
+            if let Err(e) = u.wait() {
+                eprintln!(
+                    "keel-vmm: {}: cannot wait for the requests in flight: {e}",
+                    self.name
+                );
+                break;
+            }
+            match self.reap(ctx) {
+                Ok(n) => answered += n,
+                Err(e) => result = Err(e),
+            }
+        }
+        if let (Some(h), 0) = (self.held, self.in_flight()) {
+            self.held = None;
+            let len = self.flush_now(&ctx.mem, h);
+            if let Some(q) = ctx.queues.get_mut(0) {
+                match q.add_used(&ctx.mem, h.head, len) {
+                    Ok(()) => answered += 1,
+                    Err(e) => result = Err(e),
+                }
+            }
+        }
+        if answered > 0 {
+            ctx.signal_used(0)?;
+        }
+        result
+    }
+
+    /// Runs a held flush now that nothing is in flight; its used length.
+    fn flush_now(&mut self, mem: &GuestMemoryMmap, h: HeldFlush) -> u32 {
+        let status = self.execute(mem, Request::Flush);
+        self.record(Counted::Flush, status);
+        answer(mem, h.status, status, h.used_len)
+    }
+
+    /// Runs a well-formed request against the disk synchronously; its
+    /// status byte (see [`Self::record`] for the counters).
+    fn execute(&mut self, mem: &GuestMemoryMmap, req: Request) -> u8 {
         let res = match req {
             Request::Read { offset, data } => {
                 let mut slices: Vec<VolatileSlice<'_>> = Vec::new();
                 match request::span_slices(mem, &self.bufs, data, &mut slices) {
                     Ok(()) => self.disk.read_vectored_at(&slices, offset),
-                    Err(_) => return VIRTIO_BLK_S_IOERR as u8,
+                    Err(_) => return IOERR,
                 }
             }
             Request::Write { offset, data } => {
                 let mut slices: Vec<VolatileSlice<'_>> = Vec::new();
                 match request::span_slices(mem, &self.bufs, data, &mut slices) {
                     Ok(()) => self.disk.write_vectored_at(&slices, offset),
-                    Err(_) => return VIRTIO_BLK_S_IOERR as u8,
+                    Err(_) => return IOERR,
                 }
             }
             Request::Flush => self.disk.flush(),
             Request::GetId { data } => {
                 let n = data.len as usize;
                 return match request::write_span(mem, &self.bufs, data.start, &self.id[..n]) {
-                    Ok(()) => VIRTIO_BLK_S_OK as u8,
-                    Err(_) => VIRTIO_BLK_S_IOERR as u8,
+                    Ok(()) => OK,
+                    Err(_) => IOERR,
                 };
             }
             Request::Discard(ranges) => self.each_range(&ranges, |d, r| d.discard(r.offset, r.len)),
@@ -158,11 +463,35 @@ impl BlockHandler {
             }
         };
         match res {
-            Ok(()) => VIRTIO_BLK_S_OK as u8,
+            Ok(()) => OK,
             Err(e) => {
                 self.log_error(&e);
-                VIRTIO_BLK_S_IOERR as u8
+                IOERR
             }
+        }
+    }
+
+    /// Counts a request that got `status`: its kind and bytes when it
+    /// succeeded, an error otherwise.
+    fn record(&self, kind: Counted, status: u8) {
+        let s = &self.stats;
+        if status != OK {
+            count(&s.errors, 1);
+            return;
+        }
+        match kind {
+            Counted::Read(n) => {
+                count(&s.read_ops, 1);
+                count(&s.read_bytes, n);
+            }
+            Counted::Write(n) => {
+                count(&s.write_ops, 1);
+                count(&s.write_bytes, n);
+            }
+            Counted::Flush => count(&s.flush_ops, 1),
+            Counted::Discard => count(&s.discard_ops, 1),
+            Counted::WriteZeroes => count(&s.write_zeroes_ops, 1),
+            Counted::Not => {}
         }
     }
 
@@ -180,12 +509,17 @@ impl BlockHandler {
         if e.is_guest_error() {
             return;
         }
+        self.log(&crate::error_chain(e));
+    }
+
+    /// Logs a host problem, the first few times only.
+    fn log(&mut self, what: &str) {
         self.host_errors = self.host_errors.saturating_add(1);
         if self.host_errors <= MAX_LOGGED_ERRORS {
             eprintln!(
                 "keel-vmm: {}: {}{}",
                 self.name,
-                crate::error_chain(e),
+                what,
                 if self.host_errors == MAX_LOGGED_ERRORS {
                     " (further I/O errors are not logged)"
                 } else {
@@ -193,6 +527,55 @@ impl BlockHandler {
                 }
             );
         }
+    }
+}
+
+/// Writes a status byte; the used length (0 when it cannot be written).
+fn answer(mem: &GuestMemoryMmap, at: GuestAddress, status: u8, len: u32) -> u32 {
+    match mem.write_obj(status, at) {
+        Ok(()) => len,
+        Err(_) => 0,
+    }
+}
+
+/// The error of a failed transfer of `len` bytes at `offset`.
+fn transfer_error(io: &Io, offset: u64, len: u64, source: io::Error) -> StorageError {
+    match io.dir {
+        Dir::Read => StorageError::Read {
+            offset,
+            len,
+            source,
+        },
+        Dir::Write => StorageError::Write {
+            offset,
+            len,
+            source,
+        },
+    }
+}
+
+/// Moves the rest of `io` after its first `done` bytes synchronously.
+fn finish_sync(
+    disk: &dyn DiskImage,
+    mem: &GuestMemoryMmap,
+    bufs: &[Buffer],
+    io: &Io,
+    done: u64,
+) -> Result<(), StorageError> {
+    let rest = Span {
+        writable: io.span.writable,
+        start: io.span.start + done,
+        len: io.span.len - done,
+    };
+    let offset = io.offset + done;
+    let mut slices: Vec<VolatileSlice<'_>> = Vec::new();
+    request::span_slices(mem, bufs, rest, &mut slices).map_err(|e| {
+        let source = io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        transfer_error(io, offset, rest.len, source)
+    })?;
+    match io.dir {
+        Dir::Read => disk.read_vectored_at(&slices, offset),
+        Dir::Write => disk.write_vectored_at(&slices, offset),
     }
 }
 
@@ -205,7 +588,7 @@ enum Counted {
     Flush,
     Discard,
     WriteZeroes,
-    /// GET_ID: not I/O.
+    /// GET_ID, or a request refused before it ran: not I/O.
     Not,
 }
 

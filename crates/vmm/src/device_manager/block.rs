@@ -129,6 +129,7 @@ pub fn block_device(
         name: disk_name(index),
         serial: config.serial.clone(),
         num_queues: u16::from(cpus).clamp(1, MAX_QUEUES),
+        io_uring: true,
     };
     Block::with_stats(disk, opts, stats.unwrap_or_default())
 }
