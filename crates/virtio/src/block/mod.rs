@@ -14,7 +14,7 @@
 //!                        otherwise: preadv/pwritev on the worker; flush, discard, │
 //!                          write-zeroes, GET_ID on the worker                     │
 //!                        → status byte → used ring (any order) ◀──────────────────┘
-//!                        one interrupt per batch of completions (EVENT_IDX aware)
+//!                        interrupt after each batch of completions (EVENT_IDX aware)
 //! ```
 //!
 //! A malformed request never panics and never touches memory outside the

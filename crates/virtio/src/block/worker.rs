@@ -1,8 +1,11 @@
 //! virtio-blk request handling on a queue's worker thread: every chain the
 //! driver made available is checked and parsed ([`super::request`]) before
 //! anything touches the disk, then served, counted in the disk's
-//! [`BlockStats`] and completed; one interrupt per batch of completions
-//! (EVENT_IDX aware).
+//! [`BlockStats`] and completed. After each step that completed requests
+//! (one served on the spot, a batch that finished in the kernel) the driver
+//! is interrupted if it asked to be (EVENT_IDX: it does not ask again until
+//! it has looked at the used ring), so it refills the queue while the rest
+//! is being served.
 //!
 //! Two engines:
 //! - io_uring (raw images, where the kernel allows it): reads and writes
@@ -32,7 +35,8 @@ use super::device::BlockStats;
 use super::request::{self, Buffer, Limits, Range, Request, Span, ID_BYTES};
 use super::uring::{Dir, Io, PushError, Uring};
 use crate::chain::{self, ChainError, ChainInfo};
-use crate::queue::{Chain, QueueError};
+use crate::device::VirtioInterrupt;
+use crate::queue::{Chain, QueueError, VirtQueue};
 use crate::worker::{QueueHandler, WorkerContext};
 
 /// Host I/O errors logged per queue before the log goes quiet.
@@ -157,56 +161,60 @@ impl QueueHandler for BlockHandler {
 }
 
 impl BlockHandler {
-    /// Answers what completed, takes what the driver made available, hands
-    /// it to the kernel, answers what completed at once; until nothing more
-    /// can move. One interrupt at the end if anything was answered.
+    /// Answers what completed, takes what the driver made available and
+    /// hands it to the kernel, answering what completes on the way; until
+    /// nothing more can move. After each step that answered something the
+    /// driver is interrupted if it wants to be (EVENT_IDX): it can refill
+    /// the queue while the rest is still being served.
     fn serve(&mut self, ctx: &mut WorkerContext) -> Result<(), QueueError> {
-        let mut answered = 0;
+        let WorkerContext {
+            mem,
+            queues,
+            interrupt,
+            ..
+        } = ctx;
+        let mem = &*mem;
+        let irq = &**interrupt;
+        let Some(q) = queues.get_mut(0) else {
+            return Ok(());
+        };
         loop {
             if let Some(u) = &self.uring {
                 u.clear_event();
             }
-            answered += self.reap(ctx)?;
-            answered += self.intake(ctx)?;
-            let Some(u) = &mut self.uring else { break };
-            if let Err(e) = u.submit() {
-                // The requests stay queued for the next submit.
-                self.log(&format!("cannot submit to io_uring: {e}"));
-            }
-            let now = self.reap(ctx)?;
-            answered += now;
+            let n = self.reap(mem, q)?;
+            notify(mem, q, irq, n)?;
+            self.intake(mem, q, irq)?;
+            let now = self.reap(mem, q)?;
+            notify(mem, q, irq, now)?;
             // Taking chains stopped for lack of room or for a flush, and
             // some finished: take more.
             let blocked = self.backlog || self.held.is_some();
             if now == 0 || !blocked {
-                break;
+                return Ok(());
             }
         }
-        if answered > 0 {
-            ctx.signal_used(0)?;
-        }
-        Ok(())
     }
 
     /// Takes every available chain (at most two rounds of the ring, then
     /// the queue kicks itself so other events get a turn); stops early when
-    /// io_uring is full or a flush must wait. Returns how many chains it
-    /// put on the used ring.
-    fn intake(&mut self, ctx: &mut WorkerContext) -> Result<usize, QueueError> {
-        let WorkerContext { mem, queues, .. } = ctx;
-        let mem = &*mem;
-        let Some(q) = queues.get_mut(0) else {
-            return Ok(0);
-        };
-        let mut answered = 0;
+    /// io_uring is full or a flush must wait. Each request goes to the
+    /// kernel at once, and what is answered meanwhile goes on the used ring
+    /// at once.
+    fn intake(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        q: &mut VirtQueue,
+        irq: &dyn VirtioInterrupt,
+    ) -> Result<(), QueueError> {
         if let Some(h) = self.held {
             if self.in_flight() > 0 {
-                return Ok(0);
+                return Ok(());
             }
             self.held = None;
             let len = self.flush_now(mem, h);
             q.add_used(mem, h.head, len)?;
-            answered += 1;
+            notify(mem, q, irq, 1)?;
         }
         let size = q.size();
         let budget = usize::from(size) * 2;
@@ -223,17 +231,18 @@ impl BlockHandler {
                 let Some(chain) = q.pop(mem)? else { break };
                 let head = chain.head_index();
                 let checked = chain::validate(&chain, size);
-                match self.take(mem, chain, checked, usize::from(size)) {
+                let answered = match self.take(mem, chain, checked, usize::from(size)) {
                     Taken::Done(len) => {
                         q.add_used(mem, head, len)?;
-                        answered += 1;
+                        1
                     }
-                    Taken::InFlight => {}
+                    Taken::InFlight => self.submit(mem, q)?,
                     Taken::Held(h) => {
                         self.held = Some(h);
                         break 'ring;
                     }
-                }
+                };
+                notify(mem, q, irq, answered)?;
                 served += 1;
                 if served >= budget {
                     more = true;
@@ -248,7 +257,20 @@ impl BlockHandler {
             // Come back to this queue after the other ready events.
             let _ = q.kick().write(1);
         }
-        Ok(answered)
+        Ok(())
+    }
+
+    /// Hands the queued requests to the kernel and answers those that
+    /// completed at once (page-cache hits usually do); how many.
+    fn submit(&mut self, mem: &GuestMemoryMmap, q: &mut VirtQueue) -> Result<usize, QueueError> {
+        let Some(u) = &mut self.uring else {
+            return Ok(0);
+        };
+        if let Err(e) = u.submit() {
+            // The requests stay queued for the next submit.
+            self.log(&format!("cannot submit to io_uring: {e}"));
+        }
+        self.reap(mem, q)
     }
 
     /// Checks, parses and serves (or queues) one chain.
@@ -328,20 +350,18 @@ impl BlockHandler {
 
     /// Answers every request io_uring finished; how many went on the used
     /// ring. Every finished slot is released, even when the ring breaks.
-    fn reap(&mut self, ctx: &mut WorkerContext) -> Result<usize, QueueError> {
+    fn reap(&mut self, mem: &GuestMemoryMmap, q: &mut VirtQueue) -> Result<usize, QueueError> {
         let Some(u) = &mut self.uring else {
             return Ok(0);
         };
         let mut reaped = std::mem::take(&mut self.reaped);
         reaped.clear();
         u.reap(&mut reaped);
-        let WorkerContext { mem, queues, .. } = ctx;
         let mut result = Ok(0);
         for &(k, res) in &reaped {
             let Some((head, len)) = self.complete(mem, k, res) else {
                 continue;
             };
-            let Some(q) = queues.get_mut(0) else { continue };
             match (&mut result, q.add_used(mem, head, len)) {
                 (Ok(n), Ok(())) => *n += 1,
                 (Ok(_), Err(e)) => result = Err(e),
@@ -390,6 +410,16 @@ impl BlockHandler {
     /// Waits for everything in flight and answers it (and a flush held for
     /// it), for a pause.
     fn drain(&mut self, ctx: &mut WorkerContext) -> Result<(), QueueError> {
+        let WorkerContext {
+            mem,
+            queues,
+            interrupt,
+            ..
+        } = ctx;
+        let mem = &*mem;
+        let Some(q) = queues.get_mut(0) else {
+            return Ok(());
+        };
         let mut answered = 0;
         let mut result = Ok(());
         while let Some(u) = &mut self.uring {
@@ -403,24 +433,20 @@ impl BlockHandler {
                 );
                 break;
             }
-            match self.reap(ctx) {
+            match self.reap(mem, q) {
                 Ok(n) => answered += n,
                 Err(e) => result = Err(e),
             }
         }
         if let (Some(h), 0) = (self.held, self.in_flight()) {
             self.held = None;
-            let len = self.flush_now(&ctx.mem, h);
-            if let Some(q) = ctx.queues.get_mut(0) {
-                match q.add_used(&ctx.mem, h.head, len) {
-                    Ok(()) => answered += 1,
-                    Err(e) => result = Err(e),
-                }
+            let len = self.flush_now(mem, h);
+            match q.add_used(mem, h.head, len) {
+                Ok(()) => answered += 1,
+                Err(e) => result = Err(e),
             }
         }
-        if answered > 0 {
-            ctx.signal_used(0)?;
-        }
+        notify(mem, q, &**interrupt, answered)?;
         result
     }
 
@@ -528,6 +554,20 @@ impl BlockHandler {
             );
         }
     }
+}
+
+/// Interrupts the driver for `q` if `answered` chains went on its used
+/// ring and it wants to hear about them (EVENT_IDX aware).
+fn notify(
+    mem: &GuestMemoryMmap,
+    q: &mut VirtQueue,
+    irq: &dyn VirtioInterrupt,
+    answered: usize,
+) -> Result<(), QueueError> {
+    if answered > 0 && q.needs_notification(mem)? {
+        irq.signal_queue(q.index());
+    }
+    Ok(())
 }
 
 /// Writes a status byte; the used length (0 when it cannot be written).

@@ -135,6 +135,8 @@ fn many_requests_in_flight_complete_out_of_order() {
     first.sort_unstable();
     assert_eq!(first, vec![24, 27], "GET_ID and the write first");
     assert_eq!((status_of(&d, &id), status_of(&d, &w)), (OK, OK));
+    // The driver hears of them while the reads are still in flight.
+    d.wait_queue_irq(0);
     let mut got = vec![0u8; 8192];
     assert_eq!(peer.recv(&mut got).unwrap(), 4096);
     assert_eq!(&got[..4096], &data[..]);
@@ -159,7 +161,6 @@ fn many_requests_in_flight_complete_out_of_order() {
         .collect();
     seen.sort_unstable();
     assert_eq!(seen, (100..108).collect::<Vec<u8>>());
-    assert!(d.msi.take_irqs(MSI_DATA_BASE + 1) >= 1);
     assert_eq!(d.status() & S_NEEDS_RESET, 0);
 }
 
