@@ -29,7 +29,8 @@ struct Args {
     /// TLS proxy in front).
     #[arg(long)]
     insecure_http: bool,
-    /// The web Host Client's built assets (ui/dist).
+    /// The web Host Client's built assets (default: `<keeld's
+    /// folder>/../../ui/dist` in a development tree, else /usr/share/keel/ui).
     #[arg(long, value_name = "DIR")]
     ui_dir: Option<PathBuf>,
     /// The keel-vmm binary (default: beside keeld, then $PATH).
@@ -83,8 +84,45 @@ fn keel_vmm_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     anyhow::bail!("Cannot find keel-vmm beside keeld or in $PATH: give it with --keel-vmm PATH")
 }
 
+/// Where the installed UI lives on a host.
+const SYSTEM_UI_DIR: &str = "/usr/share/keel/ui";
+
+/// The web Host Client's assets: `--ui-dir`, else `ui/dist` of the
+/// development tree keeld was built in (`target/debug/keeld` →
+/// `ui/dist`), else the system's. `None` when none holds an index.html.
+fn ui_dir(flag: Option<PathBuf>) -> Option<PathBuf> {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(PathBuf::from));
+    let candidates = match flag {
+        Some(dir) => vec![dir],
+        None => exe_dir
+            .map(|d| d.join("../../ui/dist"))
+            .into_iter()
+            .chain([PathBuf::from(SYSTEM_UI_DIR)])
+            .collect(),
+    };
+    candidates
+        .into_iter()
+        .find(|d| d.join("index.html").is_file())
+        .map(|d| d.canonicalize().unwrap_or(d))
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let keel_vmm = keel_vmm_path(args.keel_vmm)?;
+    let ui_flag = args.ui_dir.clone();
+    let ui_dir = ui_dir(args.ui_dir);
+    let ui_line = match (&ui_dir, &ui_flag) {
+        (Some(dir), _) => format!("from {}", dir.display()),
+        (None, Some(flag)) => format!(
+            "not built: no index.html in --ui-dir {} (/ shows a notice page)",
+            flag.display()
+        ),
+        (None, None) => format!(
+            "not built: no ui/dist beside the source tree nor {SYSTEM_UI_DIR} \
+             (`cargo xtask ui build`; / shows a notice page)"
+        ),
+    };
     let admin_password = std::env::var("KEEL_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
@@ -132,9 +170,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             ),
             None => eprintln!("keeld: listening on http://{local} (plain HTTP: --insecure-http)"),
         }
+        eprintln!("keeld: web Host Client {ui_line}");
         let app = keeld::router(keeld::AppState {
             host: opened.host.clone(),
-            ui_dir: args.ui_dir,
+            ui_dir,
         });
         keeld::serve(listener, tls, app, shutdown_signal())
             .await

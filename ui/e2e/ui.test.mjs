@@ -1,0 +1,371 @@
+// Browser tests of the web Host Client: headless Chromium (Debian's
+// /usr/bin/chromium, no browser download) driven by playwright-core,
+// against a real keeld with payload guests on the native /dev/kvm. Each
+// test saves a screenshot into target/ui-screenshots/.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, afterEach, before, describe, test } from 'node:test';
+
+import { chromium } from 'playwright-core';
+
+import { ADMIN_PASSWORD, Keeld, needKvm, payloads, SCREENSHOTS, UI_DIR } from './keeld.mjs';
+
+const CHROMIUM = process.env.KEEL_CHROMIUM || '/usr/bin/chromium';
+const WAIT = 30_000;
+
+let keeld;
+let browser;
+let kernels;
+
+before(async () => {
+  if (!fs.existsSync(path.join(UI_DIR, 'dist', 'index.html')))
+    throw new Error('ui/dist is not built: run `npm run build` (or `cargo xtask ui build`) first');
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
+  fs.rmSync(SCREENSHOTS, { recursive: true, force: true });
+  fs.mkdirSync(SCREENSHOTS, { recursive: true });
+  kernels = payloads();
+  keeld = await Keeld.start();
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
+});
+
+// A page still open after a test means the test failed before its end:
+// keep what it showed, and say where it was.
+let openPages = [];
+let failures = 0;
+afterEach(async () => {
+  for (const page of openPages) {
+    const name = `FAILED-${++failures}`;
+    try {
+      await shot(page, name);
+      const notices = await page.locator('.notice').allInnerTexts();
+      process.stderr.write(`${name}.png: ${page.url()}${notices.length ? `; notices: ${notices.join(' | ')}` : ''}\n`);
+    } catch (e) {
+      process.stderr.write(`${name}: no screenshot (${e.message})\n`);
+    }
+    await page.context().close();
+  }
+  openPages = [];
+});
+
+after(async () => {
+  await browser?.close();
+  await keeld?.stop();
+});
+
+/** A new page at 1280×800 (or `viewport`), not yet logged in. */
+async function newPage(viewport = { width: 1280, height: 800 }, colorScheme = 'light') {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport, colorScheme, reducedMotion: 'reduce' });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.jsErrors = errors;
+  openPages.push(page);
+  return page;
+}
+
+async function login(page, user = 'admin', password = ADMIN_PASSWORD) {
+  await page.goto(keeld.url);
+  await page.getByLabel('User name').fill(user);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('navigation', { name: 'Navigator' }).waitFor();
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: false });
+}
+
+async function closePage(page) {
+  assert.deepEqual(page.jsErrors, [], 'no uncaught errors in the page');
+  openPages = openPages.filter((p) => p !== page);
+  await page.context().close();
+}
+
+function vmRow(page, name) {
+  return page.locator(`tr[data-vm="${name}"]`);
+}
+
+async function openVms(page) {
+  await page.getByRole('navigation', { name: 'Navigator' }).getByRole('link', { name: /^Virtual Machines/ }).click();
+  await page.getByRole('heading', { name: 'Virtual Machines' }).waitFor();
+}
+
+/** Selects `name` in the list and clicks a power button of the toolbar. */
+async function powerFromList(page, name, op) {
+  const box = page.getByLabel(`Select ${name}`);
+  if (!(await box.isChecked())) await box.check();
+  await page.getByRole('toolbar', { name: 'Virtual machine actions' }).locator(`[data-op="${op}"]`).click();
+}
+
+async function waitState(page, name, state, timeout = WAIT) {
+  await vmRow(page, name).locator(`[data-state="${state}"]`).waitFor({ timeout });
+}
+
+/** Creates a VM through the API (no browser), powered off. */
+async function apiCreate(name, kernel) {
+  const task = await keeld.api('POST', '/vms', {
+    name,
+    vcpus: 1,
+    memory_mib: 32,
+    boot: { kernel, cmdline: '' },
+    guest_os: 'other',
+  });
+  await keeld.taskOk(task);
+}
+
+describe('web Host Client', () => {
+  test('a wrong password shows the API error on the login page', async () => {
+    const page = await newPage();
+    await page.goto(keeld.url);
+    await page.getByRole('heading', { name: 'Keel Host Client' }).waitFor();
+    await page.getByLabel('User name').fill('admin');
+    await page.getByLabel('Password').fill('not-the-password');
+    await page.getByRole('button', { name: 'Log in' }).click();
+    const error = page.getByTestId('login-error');
+    await assertText(error, /.+/);
+    const text = await error.innerText();
+    assert.ok(text.length > 5, `an error message: ${text}`);
+    assert.equal(await page.getByRole('navigation', { name: 'Navigator' }).count(), 0, 'still on the login page');
+    await shot(page, '01-login-wrong-password');
+    await closePage(page);
+  });
+
+  test('admin logs in and sees the host summary, compatibility and charts', async () => {
+    const page = await newPage();
+    await login(page);
+    await page.getByRole('heading', { name: /^Host: / }).waitFor();
+    await page.getByRole('list', { name: 'Compatibility checks' }).locator('li').first().waitFor();
+    // Two samples make a CPU value: the chart's latest value is known.
+    await assertText(page.locator('.chart-latest').first(), /Host CPU \d/, 10_000);
+    // The session survives a reload (sessionStorage).
+    await page.reload();
+    await page.getByRole('navigation', { name: 'Navigator' }).waitFor();
+    await shot(page, '02-host-summary');
+    await closePage(page);
+  });
+
+  test('the wizard validates, then creates a VM; its task shows in the strip', async () => {
+    const page = await newPage();
+    await login(page);
+    await openVms(page);
+    await page.getByRole('button', { name: 'Create VM' }).click();
+    const dialog = page.getByRole('dialog', { name: 'New virtual machine' });
+    // Validation before submit: no name.
+    await dialog.getByRole('button', { name: 'Next' }).click();
+    await assertText(dialog.locator('.field-error'), /name is required/);
+    await dialog.getByLabel('Name', { exact: true }).fill('echo1');
+    await dialog.getByLabel('Guest OS').selectOption('other');
+    await dialog.getByRole('button', { name: 'Next' }).click();
+    await dialog.getByRole('radio', { name: /datastore1/ }).check();
+    await dialog.getByRole('button', { name: 'Next' }).click();
+    // Too little memory is refused before the API sees it.
+    await dialog.getByLabel('Memory (MiB)').fill('4');
+    await dialog.getByLabel('New disk size').fill('');
+    await dialog.getByRole('button', { name: 'Next' }).click();
+    await assertText(dialog.locator('.field-error'), /at least 16/);
+    await dialog.getByLabel('Memory (MiB)').fill('32');
+    await dialog.getByRole('button', { name: 'Next' }).click();
+    await dialog.getByLabel('Kernel', { exact: true }).fill(kernels.echo);
+    await dialog.getByLabel('Kernel command line').fill('');
+    await shot(page, '03-wizard-boot');
+    await dialog.getByRole('button', { name: 'Next' }).click();
+    await assertText(dialog.getByRole('definition').first(), /echo1/);
+    await dialog.getByRole('button', { name: 'Finish' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    // The create task in the strip, then the VM in the list.
+    const strip = page.getByRole('region', { name: 'Recent tasks' });
+    await strip.locator('tr[data-task-kind="vm.create"]').first().waitFor();
+    await strip.locator('tr[data-task-kind="vm.create"][data-task-state="success"]').first().waitFor();
+    await waitState(page, 'echo1', 'poweredOff');
+    await shot(page, '04-vm-created');
+    await closePage(page);
+  });
+
+  test('a failed action shows a notice with the API message', async () => {
+    const page = await newPage();
+    await login(page);
+    await openVms(page);
+    await page.getByRole('button', { name: 'Create VM' }).click();
+    const dialog = page.getByRole('dialog', { name: 'New virtual machine' });
+    await dialog.getByLabel('Name', { exact: true }).fill('broken');
+    for (let i = 0; i < 2; i++) await dialog.getByRole('button', { name: 'Next' }).click();
+    await dialog.getByLabel('New disk size').fill('');
+    await dialog.getByRole('button', { name: 'Next' }).click();
+    await dialog.getByLabel('Kernel', { exact: true }).fill('/nonexistent/keel-ui-test/vmlinuz');
+    await dialog.getByRole('button', { name: 'Next' }).click();
+    await dialog.getByRole('button', { name: 'Finish' }).click();
+    // Refused at once (the dialog stays, with the reason) or failed as a
+    // task: either way a notice says why, in the API's words.
+    const notice = page.locator('[data-notice="error"]').first();
+    await notice.waitFor();
+    const text = await notice.innerText();
+    assert.match(text, /broken/);
+    assert.match(text, /vmlinuz|kernel|No such file/i);
+    await shot(page, '05-failed-action-notice');
+    await closePage(page);
+  });
+
+  test('power on from the list, console shows the marker and echoes input, shut down shows task progress', async (t) => {
+    if (!needKvm(t)) return;
+    await ensureVm('echo2', kernels.echo);
+    const page = await newPage();
+    await login(page);
+    await openVms(page);
+    await powerFromList(page, 'echo2', 'on');
+    await waitState(page, 'echo2', 'poweredOn');
+    const strip = page.getByRole('region', { name: 'Recent tasks' });
+    await strip.locator('tr[data-task-kind="vm.power-on"]').first().waitFor();
+    // The console in the browser: the boot marker, then what we type.
+    await vmRow(page, 'echo2').getByRole('link', { name: 'echo2' }).click();
+    await page.getByRole('tab', { name: 'Console' }).click();
+    await page.locator('[data-status="connected"]').waitFor();
+    const screen = page.locator('.xterm-rows');
+    await assertText(screen, /KEEL-PAYLOAD-ECHO/);
+    await page.locator('.xterm').click();
+    await page.keyboard.type('hello-from-the-browser-42');
+    await assertText(screen, /hello-from-the-browser-42/);
+    await shot(page, '06-console-echo');
+    // The echo guest ignores the power button: the shutdown task runs
+    // (with its progress bar) until keel-vmm stops the VM.
+    await page.getByRole('toolbar', { name: 'Actions of echo2' }).locator('[data-op="shutdown"]').click();
+    const running = strip.locator('tr[data-task-kind="vm.shutdown"][data-task-state="running"]');
+    await running.getByRole('progressbar').waitFor();
+    await shot(page, '07-task-progress');
+    await openVms(page);
+    await waitState(page, 'echo2', 'poweredOff', 60_000);
+    await closePage(page);
+  });
+
+  test('a guest that honours the power button shuts down; the list follows its state', async (t) => {
+    if (!needKvm(t)) return;
+    await ensureVm('button1', kernels.button);
+    const page = await newPage();
+    await login(page);
+    await openVms(page);
+    await powerFromList(page, 'button1', 'on');
+    await waitState(page, 'button1', 'poweredOn');
+    // Wait for the guest to be ready for the button (its marker in the log).
+    await waitLog('button1', 'KEEL-PAYLOAD-READY');
+    await shot(page, '08-list-powered-on');
+    await powerFromList(page, 'button1', 'shutdown');
+    await waitState(page, 'button1', 'poweredOff');
+    const strip = page.getByRole('region', { name: 'Recent tasks' });
+    await strip.locator('tr[data-task-kind="vm.shutdown"][data-task-state="success"]').first().waitFor();
+    await shot(page, '09-shut-down');
+    await closePage(page);
+  });
+
+  test('a ReadOnly user finds power and configuration buttons disabled', async () => {
+    await ensureVm('ro-vm', kernels.echo);
+    await keeld.api('POST', '/users', { name: 'viewer', password: 'viewer-password' });
+    await keeld.api('PUT', '/permissions', { user: 'viewer', role: 'ReadOnly', entity: 'host' });
+    const page = await newPage();
+    await login(page, 'viewer', 'viewer-password');
+    await openVms(page);
+    await vmRow(page, 'ro-vm').waitFor();
+    await page.getByLabel('Select ro-vm').check();
+    const toolbar = page.getByRole('toolbar', { name: 'Virtual machine actions' });
+    for (const op of ['on', 'shutdown', 'off', 'reset', 'pause', 'resume'])
+      assert.ok(await toolbar.locator(`[data-op="${op}"]`).isDisabled(), `${op} is disabled`);
+    assert.ok(await toolbar.getByRole('button', { name: 'Create VM' }).isDisabled());
+    assert.match(
+      (await toolbar.locator('[data-op="on"]').getAttribute('title')) ?? '',
+      /VirtualMachine\.Interact\.Power/,
+    );
+    await shot(page, '10-readonly-list');
+    await vmRow(page, 'ro-vm').getByRole('link', { name: 'ro-vm' }).click();
+    const actions = page.getByRole('toolbar', { name: 'Actions of ro-vm' });
+    assert.ok(await actions.locator('[data-op="on"]').isDisabled());
+    assert.ok(await actions.getByRole('button', { name: 'Delete' }).isDisabled());
+    // The API still refuses when the request is forced.
+    const status = await page.evaluate(async () => {
+      const r = await fetch('/api/v1/vms/ro-vm/power/on', {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${sessionStorage.getItem('keel.token')}` },
+      });
+      return r.status;
+    });
+    assert.equal(status, 403);
+    await shot(page, '11-readonly-vm');
+    await closePage(page);
+  });
+
+  test('narrow phone screen and dark theme', async () => {
+    await ensureVm('phone-vm', kernels.echo);
+    const page = await newPage({ width: 390, height: 844 }, 'dark');
+    await login(page);
+    // The navigator folds behind its button.
+    await page.getByRole('button', { name: 'Navigator' }).click();
+    await page.getByRole('navigation', { name: 'Navigator' }).getByRole('link', { name: /^Virtual Machines/ }).click();
+    await vmRow(page, 'phone-vm').waitFor();
+    await shot(page, '12-phone-dark');
+    const wide = await page.evaluate(() =>
+      [...document.querySelectorAll('body *')]
+        .filter((e) => e.getBoundingClientRect().right > innerWidth + 1 && !e.closest('.table-wrap, .navigator'))
+        .map((e) => `${e.tagName}.${e.className}`)
+        .slice(0, 5),
+    );
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 390, `no horizontal scrolling of the page (${width}px: ${wide.join(', ')})`);
+    await closePage(page);
+  });
+});
+
+const created = new Set();
+
+async function ensureVm(name, kernel) {
+  if (created.has(name)) return;
+  await apiCreate(name, kernel);
+  created.add(name);
+}
+
+async function waitLog(vm, marker) {
+  const end = Date.now() + WAIT;
+  for (;;) {
+    const res = await fetchText(`/vms/${vm}/log`);
+    if (res.includes(marker)) return;
+    if (Date.now() > end) throw new Error(`${marker} not in the log of ${vm}: ${res}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function fetchText(apiPath) {
+  const https = await import('node:https');
+  const url = new URL(`/api/v1${apiPath}`, keeld.url);
+  return new Promise((resolve, reject) => {
+    https
+      .get(
+        url,
+        {
+          rejectUnauthorized: false,
+          headers: { Authorization: `Basic ${Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64')}` },
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c) => (text += c));
+          res.on('end', () => resolve(text));
+        },
+      )
+      .on('error', reject);
+  });
+}
+
+/** Waits until the locator's text matches. */
+async function assertText(locator, re, timeout = WAIT) {
+  const end = Date.now() + timeout;
+  let last = '';
+  for (;;) {
+    try {
+      last = await locator.innerText({ timeout: 1000 });
+      if (re.test(last)) return;
+    } catch {
+      // Not there yet.
+    }
+    if (Date.now() > end) throw new Error(`expected ${re} in ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

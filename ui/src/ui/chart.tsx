@@ -1,0 +1,107 @@
+// A live time chart (uPlot), sized to its container, coloured for the
+// theme, with the latest value in words for screen readers.
+
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
+import { useEffect, useRef } from 'preact/hooks';
+
+import { isDark } from '../hooks';
+import type { Series } from '../metrics';
+
+/** The seconds a chart shows. */
+export const WINDOW_S = 300;
+
+export interface Line {
+  label: string;
+  color: string;
+}
+
+export function TimeChart({
+  title,
+  series,
+  lines,
+  version,
+  format,
+  max,
+}: {
+  title: string;
+  series: Series;
+  lines: Line[];
+  /** Changes when `series` got a new point. */
+  version: number;
+  format: (v: number) => string;
+  /** Fixed top of the y axis (1 for fractions); auto when absent. */
+  max?: number;
+}) {
+  const box = useRef<HTMLDivElement>(null);
+  const plot = useRef<uPlot | null>(null);
+
+  useEffect(() => {
+    const el = box.current;
+    if (!el) return;
+    const dark = isDark();
+    const axis = dark ? '#a9b1bb' : '#4b5563';
+    const grid = dark ? 'rgba(255,255,255,0.08)' : 'rgba(0,0,0,0.08)';
+    const opts: uPlot.Options = {
+      width: Math.max(200, el.clientWidth),
+      height: 160,
+      legend: { show: true },
+      cursor: { drag: { x: false, y: false } },
+      scales: {
+        // A rolling window of the last WINDOW_S seconds.
+        x: { time: true, range: (_u, _lo, hi) => [hi - WINDOW_S, hi] },
+        y: max !== undefined ? { range: [0, max] } : { range: (_u, _lo, hi) => [0, hi > 0 ? hi * 1.15 : 1] } },
+      axes: [
+        { stroke: axis, grid: { stroke: grid }, ticks: { stroke: grid } },
+        {
+          stroke: axis,
+          grid: { stroke: grid },
+          ticks: { stroke: grid },
+          size: 70,
+          values: (_u, vals) => vals.map((v) => format(v)),
+        },
+      ],
+      series: [
+        {},
+        ...lines.map((l) => ({
+          label: l.label,
+          stroke: l.color,
+          width: 2,
+          fill: l.color + '22',
+          value: (_u: uPlot, v: number | null) => (v === null ? '—' : format(v)),
+        })),
+      ],
+    };
+    const u = new uPlot(opts, series.data() as uPlot.AlignedData, el);
+    plot.current = u;
+    const ro = new ResizeObserver(() => u.setSize({ width: Math.max(200, el.clientWidth), height: 160 }));
+    ro.observe(el);
+    return () => {
+      ro.disconnect();
+      u.destroy();
+      plot.current = null;
+    };
+    // The theme is read once: a theme change remounts the shell's pages.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [lines.map((l) => l.label).join('|'), max]);
+
+  useEffect(() => {
+    plot.current?.setData(series.data() as uPlot.AlignedData);
+  }, [version, series]);
+
+  const latest = lines.map((l, i) => {
+    const v = series.last(i);
+    return `${l.label} ${v === null ? 'not known yet' : format(v)}`;
+  });
+  return (
+    <figure class="chart">
+      <figcaption>
+        <span class="chart-title">{title}</span>
+        <span class="chart-latest" aria-live="off">
+          {latest.join(' · ')}
+        </span>
+      </figcaption>
+      <div class="chart-plot" ref={box} role="img" aria-label={`${title}: ${latest.join(', ')}`} />
+    </figure>
+  );
+}
