@@ -17,4 +17,5 @@ pub mod proc;
 pub mod rig;
 pub mod tasks;
 pub mod tools;
+pub mod ui;
 pub mod util;

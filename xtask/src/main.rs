@@ -96,6 +96,12 @@ enum Cmd {
         #[arg(long)]
         memory: u32,
     },
+    /// The web Host Client (ui/): `build` builds ui/dist (keeld serves it);
+    /// `test` also runs its unit tests and the browser tests.
+    Ui {
+        #[command(subcommand)]
+        action: UiAction,
+    },
     /// Run a whole Keel host (keeld) with a demo VM running the test guest,
     /// until Ctrl-C; where the local KVM cannot boot Linux, inside the
     /// rig's L1 with its port forwarded to 127.0.0.1.
@@ -117,6 +123,15 @@ enum Cmd {
         #[arg(long)]
         rig: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum UiAction {
+    /// npm ci (when the lock file changed) and the Vite build into ui/dist.
+    Build,
+    /// Build, the Vitest unit tests, then the browser tests against a real
+    /// keeld (screenshots in target/ui-screenshots/).
+    Test,
 }
 
 fn main() -> ExitCode {
@@ -211,6 +226,15 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Cmd::Fuzz { seconds, targets } => {
             xtask::fuzz::run(seconds, &targets)?;
+            Ok(0)
+        }
+        Cmd::Ui { action } => {
+            match action {
+                UiAction::Build => {
+                    xtask::ui::build()?;
+                }
+                UiAction::Test => xtask::ui::test()?,
+            }
             Ok(0)
         }
         Cmd::Test { args } => {

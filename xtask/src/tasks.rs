@@ -27,7 +27,8 @@ pub fn build_keel_vmm() -> Result<PathBuf> {
 }
 
 /// Installs what the tests need, builds the guests, payloads and the
-/// workspace, and runs `cargo test --workspace` (plus `extra` arguments).
+/// workspace, and runs `cargo test --workspace` (plus `extra` arguments),
+/// then the web Host Client's tests ([`crate::ui::test`]).
 /// With `KEEL_FUZZ_SECONDS=N` (CI sets it), then runs every fuzz target
 /// for N seconds ([`crate::fuzz`]).
 pub fn test(extra: &[String]) -> Result<()> {
@@ -65,6 +66,7 @@ pub fn test(extra: &[String]) -> Result<()> {
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(extra),
     )?;
+    crate::ui::test().context("The web Host Client's tests")?;
     if let Some(seconds) = fuzz_seconds.filter(|s| *s > 0) {
         let started = std::time::Instant::now();
         crate::fuzz::run(seconds, &[])?;
