@@ -143,6 +143,8 @@ describe('web Host Client', () => {
     // The session survives a reload (sessionStorage).
     await page.reload();
     await page.getByRole('navigation', { name: 'Navigator' }).waitFor();
+    await page.getByRole('heading', { name: /^Host: / }).waitFor();
+    await assertText(page.locator('.chart-latest').first(), /Host CPU \d/, 10_000);
     await shot(page, '02-host-summary');
     await closePage(page);
   });
@@ -293,6 +295,72 @@ describe('web Host Client', () => {
     await closePage(page);
   });
 
+  test('storage: capacity bars, upload with progress, download, new folder, delete', async () => {
+    const page = await newPage();
+    await login(page);
+    await page.getByRole('navigation', { name: 'Navigator' }).getByRole('link', { name: 'Storage' }).click();
+    await page.getByRole('meter', { name: 'datastore1 usage' }).waitFor();
+    // New folder, then into it.
+    await page.getByRole('button', { name: 'New folder' }).click();
+    const dialog = page.getByRole('dialog', { name: 'New folder' });
+    await dialog.getByRole('textbox').fill('iso');
+    await dialog.getByRole('button', { name: 'Create' }).click();
+    await page.locator('tr[data-file="iso"]').getByRole('link').click();
+    await page.getByRole('navigation', { name: 'Folder' }).getByRole('link', { name: 'iso' }).waitFor();
+    // Upload 3 MiB through XMLHttpRequest (the progress bar), then download it.
+    const content = Buffer.alloc(3 * 1024 * 1024, 'k');
+    await page.locator('#upload-input').setInputFiles({ name: 'blob.img', mimeType: 'application/octet-stream', buffer: content });
+    const row = page.locator('tr[data-file="blob.img"]');
+    await row.waitFor();
+    await assertText(row, /3 MiB/);
+    const [download] = await Promise.all([page.waitForEvent('download'), row.getByRole('link', { name: 'Download blob.img' }).click()]);
+    const saved = await download.path();
+    assert.equal(fs.statSync(saved).size, content.length, 'the download has the uploaded bytes');
+    // A second upload of the same name is refused by the API: a notice says so.
+    await page.locator('#upload-input').setInputFiles({ name: 'blob.img', mimeType: 'application/octet-stream', buffer: Buffer.from('x') });
+    await assertText(page.locator('[data-notice="error"]').first(), /blob\.img/);
+    await shot(page, '12-storage');
+    await row.getByRole('button', { name: 'Delete blob.img' }).click();
+    await page.getByRole('dialog', { name: 'Delete blob.img?' }).getByRole('button', { name: 'Delete' }).click();
+    await row.waitFor({ state: 'detached' });
+    await closePage(page);
+  });
+
+  test('VM page tabs, configuration editor, monitor and users pages', async () => {
+    await ensureVm('tour', kernels.echo);
+    const page = await newPage();
+    await login(page);
+    await page.goto(`${keeld.url}/#/vms/tour/config`);
+    const form = page.locator('form.config-form');
+    await form.getByLabel('vCPUs').fill('2');
+    await form.getByLabel('Notes').fill('edited in the browser');
+    await form.getByRole('button', { name: 'Save' }).click();
+    await assertText(page.locator('[data-notice="info"]').first(), /Saved the configuration of tour/);
+    const vm = await keeld.api('GET', '/vms/tour');
+    assert.equal(vm.config.vcpus, 2);
+    assert.equal(vm.config.notes, 'edited in the browser');
+    await page.getByRole('tab', { name: 'Summary' }).click();
+    await assertText(page.locator('.notes'), /edited in the browser/);
+    await shot(page, '13-vm-summary');
+    await page.getByRole('tab', { name: 'Events' }).click();
+    await page.getByRole('table', { name: 'Events of tour' }).locator('tbody tr').first().waitFor();
+    // Clone, then delete the clone with its confirmation.
+    await page.getByRole('button', { name: 'Clone' }).click();
+    await page.getByRole('dialog', { name: 'Clone tour' }).getByRole('button', { name: 'Clone' }).click();
+    await page.getByRole('navigation', { name: 'Navigator' }).getByRole('link', { name: 'tour-clone' }).click();
+    await page.getByRole('heading', { name: 'tour-clone' }).waitFor();
+    await page.getByRole('button', { name: 'Delete' }).click();
+    await page.getByRole('dialog', { name: 'Delete tour-clone?' }).getByRole('button', { name: 'Delete' }).click();
+    await page.getByRole('heading', { name: 'Virtual Machines' }).waitFor();
+    await page.getByRole('navigation', { name: 'Navigator' }).getByRole('link', { name: 'Monitor' }).click();
+    await page.getByRole('table', { name: 'Tasks' }).locator('tbody tr').first().waitFor();
+    await shot(page, '14-monitor');
+    await page.getByRole('navigation', { name: 'Navigator' }).getByRole('link', { name: 'Users and permissions' }).click();
+    await page.getByRole('table', { name: 'Permissions' }).locator('tbody tr').first().waitFor();
+    await shot(page, '15-users');
+    await closePage(page);
+  });
+
   test('narrow phone screen and dark theme', async () => {
     await ensureVm('phone-vm', kernels.echo);
     const page = await newPage({ width: 390, height: 844 }, 'dark');
@@ -301,7 +369,7 @@ describe('web Host Client', () => {
     await page.getByRole('button', { name: 'Navigator' }).click();
     await page.getByRole('navigation', { name: 'Navigator' }).getByRole('link', { name: /^Virtual Machines/ }).click();
     await vmRow(page, 'phone-vm').waitFor();
-    await shot(page, '12-phone-dark');
+    await shot(page, '16-phone-dark');
     const wide = await page.evaluate(() =>
       [...document.querySelectorAll('body *')]
         .filter((e) => e.getBoundingClientRect().right > innerWidth + 1 && !e.closest('.table-wrap, .navigator'))

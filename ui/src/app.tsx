@@ -91,7 +91,7 @@ function Shell({ api, user, privs, onLogout }: { api: Api; user: string; privs: 
     (kind: NoticeKind, text: string) => {
       const id = ++noticeId;
       setNotices((ns) => [...ns.slice(-4), { id, kind, text }]);
-      if (kind === 'info') setTimeout(() => dismiss(id), 6000);
+      if (kind === 'info') setTimeout(() => dismiss(id), 4000);
     },
     [dismiss],
   );

@@ -11,6 +11,12 @@ import type { Series } from '../metrics';
 /** The seconds a chart shows. */
 export const WINDOW_S = 300;
 
+/** Seconds since the epoch as local HH:MM. */
+function clock(s: number): string {
+  const d = new Date(s * 1000);
+  return `${String(d.getHours()).padStart(2, '0')}:${String(d.getMinutes()).padStart(2, '0')}`;
+}
+
 export interface Line {
   label: string;
   color: string;
@@ -45,14 +51,25 @@ export function TimeChart({
     const opts: uPlot.Options = {
       width: Math.max(200, el.clientWidth),
       height: 160,
-      legend: { show: true },
+      legend: { show: false },
       cursor: { drag: { x: false, y: false } },
       scales: {
         // A rolling window of the last WINDOW_S seconds.
-        x: { time: true, range: (_u, _lo, hi) => [hi - WINDOW_S, hi] },
+        x: {
+          time: true,
+          range: (_u, _lo, hi) => {
+            const end = Number.isFinite(hi) ? hi : Date.now() / 1000;
+            return [end - WINDOW_S, end];
+          },
+        },
         y: max !== undefined ? { range: [0, max] } : { range: (_u, _lo, hi) => [0, hi > 0 ? hi * 1.15 : 1] } },
       axes: [
-        { stroke: axis, grid: { stroke: grid }, ticks: { stroke: grid } },
+        {
+          stroke: axis,
+          grid: { stroke: grid },
+          ticks: { stroke: grid },
+          values: (_u, vals) => vals.map((v) => clock(v)),
+        },
         {
           stroke: axis,
           grid: { stroke: grid },
@@ -68,7 +85,6 @@ export function TimeChart({
           stroke: l.color,
           width: 2,
           fill: l.color + '22',
-          value: (_u: uPlot, v: number | null) => (v === null ? '—' : format(v)),
         })),
       ],
     };
