@@ -357,7 +357,14 @@ describe('web Host Client', () => {
     await shot(page, '14-monitor');
     await page.getByRole('navigation', { name: 'Navigator' }).getByRole('link', { name: 'Users and permissions' }).click();
     await page.getByRole('table', { name: 'Permissions' }).locator('tbody tr').first().waitFor();
-    await shot(page, '15-users');
+    // The theme toggle: system → light → dark, kept across a reload.
+    await page.getByRole('button', { name: /^Theme: system/ }).click();
+    await page.getByRole('button', { name: /^Theme: light/ }).click();
+    await page.locator('html[data-theme="dark"]').waitFor({ state: 'attached' });
+    await page.reload();
+    await page.locator('html[data-theme="dark"]').waitFor({ state: 'attached' });
+    await page.getByRole('table', { name: 'Permissions' }).locator('tbody tr').first().waitFor();
+    await shot(page, '15-users-dark');
     await closePage(page);
   });
 

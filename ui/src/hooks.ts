@@ -115,3 +115,20 @@ export function isDark(): boolean {
   if (t) return t === 'dark';
   return matchMedia('(prefers-color-scheme: dark)').matches;
 }
+
+/** isDark(), following the theme toggle and the system's setting. */
+export function useDark(): boolean {
+  const [dark, setDark] = useState(isDark);
+  useEffect(() => {
+    const update = () => setDark(isDark());
+    const mo = new MutationObserver(update);
+    mo.observe(document.documentElement, { attributes: true, attributeFilter: ['data-theme'] });
+    const mq = matchMedia('(prefers-color-scheme: dark)');
+    mq.addEventListener('change', update);
+    return () => {
+      mo.disconnect();
+      mq.removeEventListener('change', update);
+    };
+  }, []);
+  return dark;
+}

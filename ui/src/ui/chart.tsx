@@ -5,7 +5,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { useEffect, useRef } from 'preact/hooks';
 
-import { isDark } from '../hooks';
+import { useDark } from '../hooks';
 import type { Series } from '../metrics';
 
 /** The seconds a chart shows. */
@@ -41,11 +41,11 @@ export function TimeChart({
 }) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
+  const dark = useDark();
 
   useEffect(() => {
     const el = box.current;
     if (!el) return;
-    const dark = isDark();
     const axis = dark ? '#a9b1bb' : '#4b5563';
     const grid = dark ? 'rgba(255,255,255,0.08)' : 'rgba(0,0,0,0.08)';
     const opts: uPlot.Options = {
@@ -97,9 +97,8 @@ export function TimeChart({
       u.destroy();
       plot.current = null;
     };
-    // The theme is read once: a theme change remounts the shell's pages.
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [lines.map((l) => l.label).join('|'), max]);
+  }, [lines.map((l) => l.label).join('|'), max, dark]);
 
   useEffect(() => {
     plot.current?.setData(series.data() as uPlot.AlignedData);

@@ -7,21 +7,31 @@ import { Terminal } from '@xterm/xterm';
 import '@xterm/xterm/css/xterm.css';
 import { useEffect, useRef, useState } from 'preact/hooks';
 
-import { isDark } from '../hooks';
+import { isDark, useDark } from '../hooks';
 import { Button } from './widgets';
 
 type Status = 'connecting' | 'connected' | 'closed';
+
+function termTheme(dark: boolean) {
+  return dark
+    ? { background: '#0d1117', foreground: '#e6edf3', cursor: '#e6edf3' }
+    : { background: '#ffffff', foreground: '#1f2328', cursor: '#1f2328', selectionBackground: '#b6d7ff' };
+}
 
 export function Console({ url, canType, active }: { url: string; canType: boolean; active: boolean }) {
   const box = useRef<HTMLDivElement>(null);
   const [status, setStatus] = useState<Status>('connecting');
   const [reason, setReason] = useState('');
   const [attempt, setAttempt] = useState(0);
+  const termRef = useRef<Terminal | null>(null);
+  const dark = useDark();
+  useEffect(() => {
+    if (termRef.current) termRef.current.options.theme = termTheme(dark);
+  }, [dark]);
 
   useEffect(() => {
     const el = box.current;
     if (!el || !active) return;
-    const dark = isDark();
     const term = new Terminal({
       // Serial output often ends lines with a bare \n.
       convertEol: true,
@@ -30,10 +40,9 @@ export function Console({ url, canType, active }: { url: string; canType: boolea
       scrollback: 5000,
       disableStdin: !canType,
       screenReaderMode: false,
-      theme: dark
-        ? { background: '#0d1117', foreground: '#e6edf3', cursor: '#e6edf3' }
-        : { background: '#ffffff', foreground: '#1f2328', cursor: '#1f2328', selectionBackground: '#b6d7ff' },
+      theme: termTheme(isDark()),
     });
+    termRef.current = term;
     const fit = new FitAddon();
     term.loadAddon(fit);
     term.open(el);
@@ -84,6 +93,7 @@ export function Console({ url, canType, active }: { url: string; canType: boolea
       ws.onclose = null;
       ws.close();
       term.dispose();
+      termRef.current = null;
     };
   }, [url, canType, active, attempt]);
 
