@@ -458,6 +458,63 @@ fn frames_wait_in_the_backend_until_the_guest_posts_buffers() {
 }
 
 #[test]
+fn a_big_frame_waits_for_a_slow_guest_to_refill_instead_of_being_lost() {
+    let mut r = rig(MRG_RXBUF | GUEST_CSUM | GUEST_TSO4 | RING_EVENT_IDX);
+    // Two 4 KiB buffers: less than a 20 000-byte TSO frame needs.
+    let a = r.post_rx(0, 2, 4096);
+    let h = NetHdr {
+        flags: 1,
+        gso_type: 1,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+        hdr_len: 66,
+        num_buffers: 0,
+    };
+    let big = frame(20_000, 3);
+    r.peer.send(&with_hdr(h, &big)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(r.rx_used_idx(), 0, "not squeezed into too little room");
+    assert_eq!(r.stats.rx_dropped.load(Ordering::SeqCst), 0, "not lost");
+    // The guest refills: the frame arrives whole, over five buffers.
+    let b = r.post_rx(2, 4, 4096);
+    assert_eq!(
+        r.rx_done(5),
+        vec![(0, 4096), (1, 4096), (2, 4096), (3, 4096), (4, 3628)]
+    );
+    let mut got = Vec::new();
+    for at in a.iter().chain(&b[..2]) {
+        got.extend(r.d.read_guest(*at, 4096));
+    }
+    got.extend(r.d.read_guest(b[2], 3628));
+    assert_eq!(
+        NetHdr::from_bytes(got[..12].try_into().unwrap()).num_buffers,
+        5
+    );
+    assert_eq!(&got[12..], &big[..]);
+    // A small frame still goes out at once into the one buffer left.
+    let small = frame(300, 4);
+    r.peer.send(&with_hdr(NetHdr::default(), &small)).unwrap();
+    assert_eq!(r.rx_done(1), vec![(5, 312)]);
+    assert_eq!(r.d.read_guest(b[3] + 12, 300), small);
+}
+
+#[test]
+fn a_frame_that_half_the_ring_cannot_hold_is_dropped_and_the_next_arrives() {
+    let mut r = rig(MRG_RXBUF | RING_EVENT_IDX);
+    // Half the ring (8 of 16) in 1 KiB buffers: 8 KiB.
+    let a = r.post_rx(0, QSIZE / 2, 1024);
+    r.peer
+        .send(&with_hdr(NetHdr::default(), &frame(9000, 5)))
+        .unwrap();
+    let small = frame(500, 6);
+    r.peer.send(&with_hdr(NetHdr::default(), &small)).unwrap();
+    assert_eq!(r.rx_done(1), vec![(0, 512)]);
+    assert_eq!(r.d.read_guest(a[0] + 12, 500), small);
+    assert_eq!(r.stats.rx_dropped.load(Ordering::SeqCst), 1);
+}
+
+#[test]
 fn a_frame_too_big_for_the_buffers_is_dropped_and_counted() {
     let mut r = rig(0);
     let a = r.post_rx(0, 1, 1000);

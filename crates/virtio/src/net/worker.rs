@@ -7,7 +7,9 @@
 //! frames, the budget is spent (the queue then kicks itself so TX gets a
 //! turn) or the guest has no buffers left. In that last case it stops
 //! reading, asks for a notification and waits for the guest's RX kick;
-//! frames meanwhile wait in the TAP's queue.
+//! frames meanwhile wait in the TAP's queue. While the guest's ring holds
+//! less than the largest frame (it has not refilled yet), a frame is read
+//! into host memory first and waits there for room instead of being lost.
 //!
 //! Transmit: each chain's header is checked ([`check_tx_frame`]) and its
 //! readable buffers `writev`n to the backend as one frame. A backend that
@@ -279,6 +281,8 @@ fn write_at(mem: &GuestMemoryMmap, descs: &[(GuestAddress, u32)], offset: usize,
 enum RxRead {
     /// Delivered into this many buffers, with this many bytes in the last.
     Frame(usize, usize),
+    /// A frame waits for the guest to post more buffers.
+    Wait,
     /// Lost: longer than the room gathered, or shorter than a header.
     Dropped,
     /// The backend has nothing (more) to give.
@@ -301,6 +305,11 @@ pub(crate) struct NetHandler {
     tx_descs: Vec<(GuestAddress, u32)>,
     iovs: IoVecs,
     logged_drop: bool,
+    /// Host memory for a frame read while the buffers gathered cannot
+    /// hold the largest frame (see [`NetHandler::read_with_little_room`]).
+    bounce: Vec<u8>,
+    /// The length of the frame waiting in `bounce`.
+    stashed: Option<usize>,
 }
 
 impl NetHandler {
@@ -325,6 +334,8 @@ impl NetHandler {
             tx_descs: Vec::new(),
             iovs: IoVecs(Vec::with_capacity(IOV_MAX)),
             logged_drop: false,
+            bounce: Vec::new(),
+            stashed: None,
         }
     }
 
@@ -443,6 +454,64 @@ impl NetHandler {
         Ok(split.map_or(RxRead::Dropped, |(count, last)| RxRead::Frame(count, last)))
     }
 
+    /// Reads a frame when the buffers gathered (the guest has not refilled
+    /// its ring yet) may be too small for it: into host memory first, so
+    /// that a frame that does not fit is not lost but waits for more
+    /// buffers — dropping it would make TCP back off for seconds each time
+    /// a slow guest falls behind. It is dropped only when it cannot fit
+    /// although the guest gave at least half its ring (`half_ring` chains).
+    /// Small frames still go out at once; the copy is only paid while the
+    /// guest is short of buffers.
+    fn read_with_little_room(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        half_ring: usize,
+    ) -> io::Result<RxRead> {
+        let n = match self.stashed {
+            Some(n) => n,
+            None => {
+                self.bounce.resize(RX_ROOM, 0);
+                let iov = [libc::iovec {
+                    iov_base: self.bounce.as_mut_ptr().cast(),
+                    iov_len: self.bounce.len(),
+                }];
+                // SAFETY: the iovec covers `bounce`, which this handler owns
+                // and nothing else touches during the call.
+                let r = unsafe { self.backend.read_frame(&iov) };
+                let n = match r {
+                    Ok(0) => return Ok(RxRead::Empty),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(RxRead::Empty),
+                    Err(e) => return Err(e),
+                };
+                if n < HDR_LEN || n > RX_ROOM {
+                    return Ok(RxRead::Dropped);
+                }
+                n
+            }
+        };
+        match split_frame(n, self.rx_bufs.iter().map(|b| b.len)) {
+            Some((count, last)) => {
+                self.stashed = None;
+                let mut at = 0;
+                for (i, buf) in self.rx_bufs.iter().take(count).enumerate() {
+                    let take = if i + 1 == count { last } else { buf.len };
+                    write_at(mem, &buf.descs, 0, &self.bounce[at..at + take]);
+                    at += take;
+                }
+                Ok(RxRead::Frame(count, last))
+            }
+            None if self.rx_bufs.len() >= half_ring || self.rx_descs >= IOV_MAX / 2 => {
+                self.stashed = None;
+                Ok(RxRead::Dropped)
+            }
+            None => {
+                self.stashed = Some(n);
+                Ok(RxRead::Wait)
+            }
+        }
+    }
+
     fn process_rx(&mut self, ctx: &mut WorkerContext) -> Result<(), QueueError> {
         let Some(pos) = self.rx_pos else {
             return Ok(());
@@ -460,7 +529,16 @@ impl NetHandler {
                 // Wait for the guest's kick.
                 break;
             }
-            let read = match self.read_frame(&ctx.mem) {
+            let little_room = self.mrg()
+                && (self.stashed.is_some()
+                    || (self.rx_room < RX_ROOM && self.rx_descs < IOV_MAX / 2));
+            let read = if little_room {
+                let half_ring = usize::from(ctx.queues[pos].size()) / 2;
+                self.read_with_little_room(&ctx.mem, half_ring)
+            } else {
+                self.read_frame(&ctx.mem)
+            };
+            let read = match read {
                 Ok(r) => r,
                 Err(e) => {
                     self.log_drop("cannot read from the backend", &e);
@@ -469,7 +547,7 @@ impl NetHandler {
             };
             frames += 1;
             let (count, last) = match read {
-                RxRead::Empty => break,
+                RxRead::Empty | RxRead::Wait => break,
                 RxRead::Dropped => {
                     self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
