@@ -484,7 +484,7 @@ impl NetHandler {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(RxRead::Empty),
                     Err(e) => return Err(e),
                 };
-                if n < HDR_LEN || n > RX_ROOM {
+                if !(HDR_LEN..=RX_ROOM).contains(&n) {
                     return Ok(RxRead::Dropped);
                 }
                 n
