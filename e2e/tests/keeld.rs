@@ -370,7 +370,13 @@ fn roles_limit_what_users_may_do() {
     ok(&op, op.vm_power("vm1", PowerOp::Off).unwrap());
     let none = k.client_as("none", "none-password");
     assert!(none.vm_list().map(|l| l.is_empty()).unwrap_or(true));
-    // A VM permission overrides the host one: ro becomes Operator of vm1.
+    // A VM permission overrides the host one: ro becomes Operator of vm1,
+    // and the VM says so to ro (for a client's buttons).
+    assert!(!ro
+        .vm_get("vm1")
+        .unwrap()
+        .privileges
+        .contains(&Privilege::VmPower));
     admin
         .permission_set(&Permission {
             user: "ro".into(),
@@ -378,6 +384,16 @@ fn roles_limit_what_users_may_do() {
             entity: "vm:vm1".into(),
         })
         .unwrap();
+    assert!(ro
+        .vm_get("vm1")
+        .unwrap()
+        .privileges
+        .contains(&Privilege::VmPower));
+    assert!(!ro
+        .vm_get("vm1")
+        .unwrap()
+        .privileges
+        .contains(&Privilege::VmConfig));
     ok(&ro, ro.vm_power("vm1", PowerOp::On).unwrap());
     ok(&ro, ro.vm_power("vm1", PowerOp::Off).unwrap());
     // Users and permissions are for administrators.

@@ -37,3 +37,22 @@ export function opApplies(op: PowerOp, s: PowerState): boolean {
 export function applicable<T extends { name: string; power_state: PowerState }>(op: PowerOp, vms: T[]): T[] {
   return vms.filter((v) => opApplies(op, v.power_state));
 }
+
+/**
+ * The privileges on one VM: what keeld says the user may do on it (a VM
+ * permission overrides the host one), else the host privileges.
+ */
+export function vmPrivileges(host: Privileges, vm: { privileges?: Privilege[] } | undefined | null): Privileges {
+  return vm?.privileges ? privilegeSet(vm.privileges) : host;
+}
+
+/** Why an action is disabled for a selection: the first VM lacking `p`. */
+export function missingOnAll(
+  host: Privileges,
+  vms: { name: string; privileges?: Privilege[] }[],
+  p: Privilege,
+): string | undefined {
+  if (vms.length === 0) return missing(host, p);
+  const lacking = vms.find((v) => !vmPrivileges(host, v).has(p));
+  return lacking ? `You lack the privilege ${p} on ${lacking.name}` : undefined;
+}

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 
-import { applicable, opApplies, privilegeSet, missing } from './privileges';
+import { applicable, opApplies, privilegeSet, missing, missingOnAll, vmPrivileges } from './privileges';
 import { href, parseRoute } from './route';
 import { stripTasks } from './ui/tasks';
 import { joinPath, parentPath } from './pages/storage';
 import { entityProblem } from './pages/users';
-import type { Task } from './types';
+import type { Privilege, Task } from './types';
 
 describe('routes', () => {
   it('parses hashes and builds them back', () => {
@@ -47,6 +47,17 @@ describe('privileges and power operations', () => {
     expect(missing(p, 'System.View')).toBeUndefined();
     expect(missing(p, 'VirtualMachine.Interact.Power')).toMatch(/VirtualMachine\.Interact\.Power/);
     expect(privilegeSet(undefined).size).toBe(0);
+  });
+
+  it('lets a VM permission override the host privileges', () => {
+    const host = privilegeSet(['System.View']);
+    const mine = { name: 'mine', privileges: ['System.View', 'VirtualMachine.Interact.Power'] as Privilege[] };
+    const other = { name: 'other', privileges: ['System.View'] as Privilege[] };
+    expect(vmPrivileges(host, mine).has('VirtualMachine.Interact.Power')).toBe(true);
+    expect(vmPrivileges(host, undefined)).toBe(host);
+    expect(missingOnAll(host, [mine], 'VirtualMachine.Interact.Power')).toBeUndefined();
+    expect(missingOnAll(host, [mine, other], 'VirtualMachine.Interact.Power')).toMatch(/on other/);
+    expect(missingOnAll(host, [], 'VirtualMachine.Interact.Power')).toMatch(/VirtualMachine/);
   });
 });
 

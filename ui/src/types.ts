@@ -106,6 +106,8 @@ export interface VmInfo {
   autostart: boolean;
   ip?: string | null;
   runtime?: VmRuntime | null;
+  /** What the signed-in user may do on this VM (its VM permission, else the host one). */
+  privileges?: Privilege[];
 }
 
 export interface Task {

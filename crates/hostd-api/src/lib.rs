@@ -216,6 +216,10 @@ pub struct VmInfo {
     /// While the VMM runs.
     #[serde(default)]
     pub runtime: Option<VmRuntime>,
+    /// What the caller may do on this VM (its VM permission, else its host
+    /// one): for a client to enable the right buttons.
+    #[serde(default)]
+    pub privileges: Vec<Privilege>,
 }
 
 /// A running VM's process and counters.

@@ -8,7 +8,7 @@ import { useApp } from '../context';
 import { formatBytes, formatDuration, formatMiB, formatPercent } from '../format';
 import { useLoad, usePoll } from '../hooks';
 import { Series, vmCpuFraction } from '../metrics';
-import { applicable, missing, POWER_OPS } from '../privileges';
+import { applicable, missing, POWER_OPS, vmPrivileges } from '../privileges';
 import { href } from '../route';
 import type { GuestOs, VmEdit, VmInfo } from '../types';
 import { intProblem, MIN_MEMORY_MIB, nameProblem } from '../validate';
@@ -33,8 +33,9 @@ export function VmPage({ name, tab }: { name: string; tab: string }) {
   const vm = useLoad(() => api.vm(name), [name, version], SAMPLE_MS);
   const [dialog, setDialog] = useState<'clone' | 'delete' | 'unregister' | null>(null);
   const v = vm.data;
-  const powerReason = missing(privs, 'VirtualMachine.Interact.Power');
-  const configReason = missing(privs, 'VirtualMachine.Config');
+  const vmPrivs = vmPrivileges(privs, v);
+  const powerReason = missing(vmPrivs, 'VirtualMachine.Interact.Power');
+  const configReason = missing(vmPrivs, 'VirtualMachine.Config');
   const off = v?.power_state === 'poweredOff' || v?.power_state === 'crashed';
 
   if (!v) {
@@ -237,7 +238,7 @@ function VmCharts({ vm }: { vm: VmInfo }) {
 function ConsoleTab({ vm }: { vm: VmInfo }) {
   const { api, privs } = useApp();
   const running = vm.power_state === 'poweredOn' || vm.power_state === 'paused';
-  const reason = missing(privs, 'VirtualMachine.Interact.Console');
+  const reason = missing(vmPrivileges(privs, vm), 'VirtualMachine.Interact.Console');
   // A new connection each time the VM (re)starts.
   const url = useMemo(() => api.consoleUrl(vm.name), [api, vm.name, vm.runtime?.pid]);
   if (reason)
@@ -261,7 +262,7 @@ function ConsoleTab({ vm }: { vm: VmInfo }) {
 
 function ConfigEditor({ vm, onSaved }: { vm: VmInfo; onSaved: () => void }) {
   const ctx = useApp();
-  const reason = missing(ctx.privs, 'VirtualMachine.Config');
+  const reason = missing(vmPrivileges(ctx.privs, vm), 'VirtualMachine.Config');
   const off = vm.power_state === 'poweredOff' || vm.power_state === 'crashed';
   const initial = () => ({
     vcpus: String(vm.config.vcpus),

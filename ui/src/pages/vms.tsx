@@ -6,7 +6,7 @@ import { useState } from 'preact/hooks';
 import { useApp } from '../context';
 import { formatDuration, formatMiB } from '../format';
 import { useLoad } from '../hooks';
-import { applicable, missing, POWER_OPS } from '../privileges';
+import { applicable, missing, missingOnAll, POWER_OPS } from '../privileges';
 import { href } from '../route';
 import type { PowerOp, VmInfo } from '../types';
 import { nameProblem } from '../validate';
@@ -41,7 +41,7 @@ export function VmsPage() {
   const [register, setRegister] = useState(false);
   const vms = list.data ?? [];
   const chosen = vms.filter((v) => selected.has(v.name));
-  const powerReason = missing(privs, 'VirtualMachine.Interact.Power');
+  const powerReason = missingOnAll(privs, chosen, 'VirtualMachine.Interact.Power');
   const configReason = missing(privs, 'VirtualMachine.Config');
   const all = vms.length > 0 && chosen.length === vms.length;
 

@@ -62,7 +62,7 @@ impl Host {
             changes.push(format!("autostart {}", if a { "on" } else { "off" }));
         }
         if changes.is_empty() {
-            return Ok(self.vm_info(&row));
+            return Ok(self.vm_info(caller, &row));
         }
         vmconfig::validate(&cfg)?;
         if touches_config {
@@ -85,7 +85,7 @@ impl Host {
             )?;
             Ok(())
         })?;
-        Ok(self.vm_info(&self.vm_row(name)?))
+        Ok(self.vm_info(caller, &self.vm_row(name)?))
     }
 
     /// Deletes a powered-off VM: its row and its folder.
@@ -173,7 +173,7 @@ impl Host {
             Ok(())
         })?;
         let row = self.vm_row(&cfg.name)?;
-        Ok(self.vm_info(&row))
+        Ok(self.vm_info(caller, &row))
     }
 
     /// Removes a powered-off VM from the inventory, keeping its files.

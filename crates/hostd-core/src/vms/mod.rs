@@ -199,8 +199,11 @@ impl Host {
         (state, Some(runtime))
     }
 
-    pub(crate) fn vm_info(&self, row: &VmRow) -> VmInfo {
+    /// The VM as `caller` sees it (with what the caller may do on it).
+    pub(crate) fn vm_info(&self, caller: &Caller, row: &VmRow) -> VmInfo {
         let (config, _) = self.vm_config(row);
+        let privileges = crate::auth::privileges(self.store(), &caller.user, Some(&row.name))
+            .unwrap_or_default();
         let (power_state, runtime) = self.vm_power_state(row);
         let path = self
             .vm_folder(row)
@@ -215,6 +218,7 @@ impl Host {
             autostart: row.autostart,
             ip: None,
             runtime,
+            privileges,
         }
     }
 
@@ -231,7 +235,7 @@ impl Host {
         let mut out = Vec::new();
         for row in rows {
             if self.can_see_vm(caller, &row.name)? {
-                out.push(self.vm_info(&row));
+                out.push(self.vm_info(caller, &row));
             }
         }
         Ok(out)
@@ -241,7 +245,7 @@ impl Host {
         names::validate("VM", name)?;
         self.require(caller, Some(name), Privilege::SystemView)?;
         let row = self.vm_row(name)?;
-        Ok(self.vm_info(&row))
+        Ok(self.vm_info(caller, &row))
     }
 
     /// The tail of the VM's console log (`console.log` in its folder);
