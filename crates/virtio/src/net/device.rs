@@ -7,9 +7,12 @@ use std::sync::Arc;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::VIRTIO_NET_S_LINK_UP;
 
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
 use super::backend::NetBackend;
 use super::features;
 use super::mac::MacAddr;
+use super::policy::{NetLink, NetPolicy};
 use super::worker::{tun_offloads, NetHandler, RX_QUEUE, TX_QUEUE};
 use crate::device::{read_config_bytes, ActivateError, Activation, VirtioDevice};
 use crate::worker::{self, WorkerHandle};
@@ -28,16 +31,20 @@ pub struct NetStats {
     /// Frames delivered to the guest, and their bytes (headers excluded).
     pub rx_frames: AtomicU64,
     pub rx_bytes: AtomicU64,
-    /// Frames from the backend lost for lack of guest buffer room.
+    /// Frames from the backend lost for lack of guest buffer room, or
+    /// while the link was down.
     pub rx_dropped: AtomicU64,
     /// Receive chains the guest got back unused (malformed).
     pub bad_rx_chains: AtomicU64,
     /// Frames sent to the backend, and their bytes (headers excluded).
     pub tx_frames: AtomicU64,
     pub tx_bytes: AtomicU64,
-    /// Frames from the guest that were dropped (malformed, or refused by
-    /// the backend).
+    /// Frames from the guest that were dropped (malformed, refused by the
+    /// backend, or sent while the link was down).
     pub tx_dropped: AtomicU64,
+    /// Frames from the guest dropped because their source MAC is not the
+    /// NIC's (forged transmits rejected).
+    pub tx_forged: AtomicU64,
     /// Times the backend could not take a frame at once (it waited).
     pub tx_blocked: AtomicU64,
 }
@@ -48,6 +55,10 @@ pub struct Net {
     mac: MacAddr,
     config: [u8; CONFIG_LEN],
     stats: Arc<NetStats>,
+    policy: NetPolicy,
+    link: NetLink,
+    /// The generation of our attachment to `link` while active.
+    attached: Option<u64>,
     worker: Option<WorkerHandle<NetHandler>>,
 }
 
@@ -63,15 +74,37 @@ impl Net {
     pub fn with_stats(backend: Arc<dyn NetBackend>, mac: MacAddr, stats: Arc<NetStats>) -> Self {
         let mut config = [0u8; CONFIG_LEN];
         config[..6].copy_from_slice(&mac.bytes());
-        config[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        // Bytes 6..8 (status) come from the link at each read.
         config[8..10].copy_from_slice(&1u16.to_le_bytes());
         Net {
             backend,
             mac,
             config,
             stats,
+            policy: NetPolicy::default(),
+            link: NetLink::default(),
+            attached: None,
             worker: None,
         }
+    }
+
+    /// Applies `policy` (forged transmits, shaping) from the next
+    /// activation on.
+    pub fn with_policy(mut self, policy: NetPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Takes its link state from `link` (which may outlive the device, so
+    /// that a link set down stays down across guest reboots).
+    pub fn with_link(mut self, link: NetLink) -> Self {
+        self.link = link;
+        self
+    }
+
+    /// The link state's handle.
+    pub fn link(&self) -> NetLink {
+        self.link.clone()
     }
 
     pub fn mac(&self) -> MacAddr {
@@ -98,7 +131,14 @@ impl VirtioDevice for Net {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
+        let mut config = self.config;
+        let status = if self.link.is_up() {
+            VIRTIO_NET_S_LINK_UP as u16
+        } else {
+            0
+        };
+        config[6..8].copy_from_slice(&status.to_le_bytes());
+        read_config_bytes(&config, offset, data);
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
@@ -113,20 +153,28 @@ impl VirtioDevice for Net {
         self.backend
             .set_offload(tun_offloads(activation.features))
             .map_err(ActivateError::Backend)?;
+        let wake = EventFd::new(EFD_NONBLOCK).map_err(ActivateError::Backend)?;
+        let link_wake = wake.try_clone().map_err(ActivateError::Backend)?;
+        let interrupt = activation.interrupt.clone();
         let handler = NetHandler::new(
             self.backend.clone(),
             format!("virtio-net {}", self.backend.describe()),
             activation.features,
             self.stats.clone(),
-        );
+        )
+        .with_policy(self.mac, &self.policy, self.link.clone(), wake);
         // Thread names show 15 characters: `net-keel0`.
         let name = format!("net-{}", self.backend.name());
         let handle = worker::spawn(&name, activation, handler).map_err(ActivateError::Worker)?;
         self.worker = Some(handle);
+        self.attached = Some(self.link.attach(interrupt, link_wake));
         Ok(())
     }
 
     fn reset(&mut self) {
+        if let Some(g) = self.attached.take() {
+            self.link.detach(g);
+        }
         if let Some(w) = self.worker.take() {
             w.stop();
             // The next driver may take fewer offloads.
@@ -150,5 +198,13 @@ impl VirtioDevice for Net {
 
     fn describe(&self) -> String {
         format!("virtio-net: {}, MAC {}", self.backend.describe(), self.mac)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if let Some(g) = self.attached.take() {
+            self.link.detach(g);
+        }
     }
 }

@@ -18,6 +18,11 @@
 //! partial checksums; what it accepts for transmit (`HOST_*`, `CSUM`) lets
 //! the guest send them. With neither, frames are at most 1514 bytes.
 //!
+//! Per-NIC policies ([`NetPolicy`], [`NetLink`]; see `policy.rs`): forged
+//! transmits rejected, a token bucket per direction, and a link state the
+//! control plane sets at run time (`VIRTIO_NET_F_STATUS` with a
+//! configuration interrupt).
+//!
 //! The backend is a [`NetBackend`]: a [`Tap`] in keel-vmm, a
 //! [`SocketBackend`] (a `SOCK_SEQPACKET` pair) in tests and benchmarks.
 
@@ -25,6 +30,7 @@ mod backend;
 mod device;
 pub mod header;
 mod mac;
+mod policy;
 mod tap;
 mod worker;
 
@@ -32,6 +38,7 @@ pub use backend::{NetBackend, SocketBackend, SocketPeer};
 pub use device::{Net, NetStats, QUEUE_SIZE};
 pub use header::{check_tx_frame, NetHdr, TxFrameError, HDR_LEN, MAX_FRAME_LEN};
 pub use mac::{MacAddr, MacError, KEEL_MAC_PREFIX};
+pub use policy::{NetLink, NetPolicy, Shaping, ShapingError};
 pub use tap::{check_name, Tap, TapError, TUN_PATH};
 pub use worker::{check_rx_chain, check_tx_chain, split_frame, tun_offloads, NetChainError};
 
@@ -98,3 +105,6 @@ mod tests;
 
 #[cfg(test)]
 mod tap_tests;
+
+#[cfg(test)]
+mod policy_tests;

@@ -14,22 +14,22 @@ use super::*;
 use crate::features::{RING_EVENT_IDX, RING_INDIRECT_DESC, VERSION_1};
 use crate::testing::*;
 
-const WRITE: u16 = VRING_DESC_F_WRITE as u16;
+pub(super) const WRITE: u16 = VRING_DESC_F_WRITE as u16;
 const NEXT: u16 = VRING_DESC_F_NEXT as u16;
 const INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
-const SENTINEL: u8 = 0xa5;
-const QSIZE: u16 = 16;
-const GUEST_MAC: [u8; 6] = [0x02, 0x6b, 0x65, 0, 0, 9];
+pub(super) const SENTINEL: u8 = 0xa5;
+pub(super) const QSIZE: u16 = 16;
+pub(super) const GUEST_MAC: [u8; 6] = [0x02, 0x6b, 0x65, 0, 0, 9];
 
-struct Rig {
-    d: TestDriver,
-    peer: SocketPeer,
-    backend: Arc<SocketBackend>,
-    stats: Arc<NetStats>,
+pub(super) struct Rig {
+    pub(super) d: TestDriver,
+    pub(super) peer: SocketPeer,
+    pub(super) backend: Arc<SocketBackend>,
+    pub(super) stats: Arc<NetStats>,
     /// Next used index expected on RX and TX.
-    rx_used: u16,
-    tx_used: u16,
-    tx_slot: u16,
+    pub(super) rx_used: u16,
+    pub(super) tx_used: u16,
+    pub(super) tx_slot: u16,
 }
 
 fn rig(wants: u64) -> Rig {
@@ -49,6 +49,11 @@ fn rig_on(
         Some(s) => Net::with_stats(backend.clone(), mac, s),
         None => Net::new(backend.clone(), mac),
     };
+    rig_net(wants, net, backend, peer)
+}
+
+/// A rig on `net`, whose backend is `backend`.
+pub(super) fn rig_net(wants: u64, net: Net, backend: Arc<SocketBackend>, peer: SocketPeer) -> Rig {
     let stats = net.stats();
     let mut d = TestDriver::new(Box::new(net));
     d.enable_msix();
@@ -68,7 +73,7 @@ fn rig_on(
 }
 
 /// An Ethernet frame of `len` bytes to the guest, with a recognizable body.
-fn frame(len: usize, seed: u8) -> Vec<u8> {
+pub(super) fn frame(len: usize, seed: u8) -> Vec<u8> {
     let mut f = Vec::with_capacity(len);
     f.extend_from_slice(&GUEST_MAC);
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
@@ -82,7 +87,7 @@ fn frame(len: usize, seed: u8) -> Vec<u8> {
     f
 }
 
-fn with_hdr(h: NetHdr, frame: &[u8]) -> Vec<u8> {
+pub(super) fn with_hdr(h: NetHdr, frame: &[u8]) -> Vec<u8> {
     let mut v = h.to_bytes().to_vec();
     v.extend_from_slice(frame);
     v
@@ -91,7 +96,7 @@ fn with_hdr(h: NetHdr, frame: &[u8]) -> Vec<u8> {
 impl Rig {
     /// Puts `bytes` in guest memory as the given pieces and sends them as
     /// one TX chain; returns the chain's head.
-    fn tx_pieces(&mut self, pieces: &[&[u8]]) -> u16 {
+    pub(super) fn tx_pieces(&mut self, pieces: &[&[u8]]) -> u16 {
         let mut bufs = Vec::new();
         for p in pieces {
             let at = self.d.alloc(p.len() as u64 + 16);
@@ -101,7 +106,7 @@ impl Rig {
         self.tx_chain(&bufs)
     }
 
-    fn tx_chain(&mut self, bufs: &[(u64, u32, u16)]) -> u16 {
+    pub(super) fn tx_chain(&mut self, bufs: &[(u64, u32, u16)]) -> u16 {
         let slot = self.tx_slot;
         self.tx_slot = (slot + bufs.len() as u16) % QSIZE;
         self.d.add_chain(1, slot, bufs);
@@ -110,7 +115,7 @@ impl Rig {
     }
 
     /// Waits for the next TX chain to come back; returns (head, len).
-    fn tx_done(&mut self) -> (u32, u32) {
+    pub(super) fn tx_done(&mut self) -> (u32, u32) {
         let used = self
             .d
             .wait_used(1, self.tx_used, self.tx_used.wrapping_add(1));
@@ -118,7 +123,7 @@ impl Rig {
         used[0]
     }
 
-    fn recv(&self) -> Vec<u8> {
+    pub(super) fn recv(&self) -> Vec<u8> {
         let mut buf = vec![0u8; 70_000];
         let n = self.peer.recv_timeout(&mut buf, TIMEOUT).unwrap();
         buf.truncate(n);
@@ -127,7 +132,7 @@ impl Rig {
 
     /// Posts `n` single-buffer RX chains of `len` bytes at slots
     /// `first..`; returns their addresses.
-    fn post_rx(&mut self, first: u16, n: u16, len: u32) -> Vec<u64> {
+    pub(super) fn post_rx(&mut self, first: u16, n: u16, len: u32) -> Vec<u64> {
         let mut addrs = Vec::new();
         for i in 0..n {
             let at = self.d.alloc(u64::from(len) + 64);
@@ -141,14 +146,14 @@ impl Rig {
     }
 
     /// Waits for `n` more RX used elements.
-    fn rx_done(&mut self, n: u16) -> Vec<(u32, u32)> {
+    pub(super) fn rx_done(&mut self, n: u16) -> Vec<(u32, u32)> {
         let to = self.rx_used.wrapping_add(n);
         let used = self.d.wait_used(0, self.rx_used, to);
         self.rx_used = to;
         used
     }
 
-    fn rx_used_idx(&self) -> u16 {
+    pub(super) fn rx_used_idx(&self) -> u16 {
         self.d.queues[&0].used_idx(&self.d.mem)
     }
 }

@@ -14,19 +14,31 @@
 //! Transmit: each chain's header is checked ([`check_tx_frame`]) and its
 //! readable buffers `writev`n to the backend as one frame. A backend that
 //! cannot take a frame (`EAGAIN`) keeps it pending until the fd is writable.
+//!
+//! Policies ([`super::policy`]): with forged transmits rejected, a frame
+//! whose source MAC is not the NIC's is dropped; with shaping, a direction
+//! whose bucket is empty stops (TX takes no chains, RX reads no frames)
+//! until its timerfd fires; with the link down, TX chains are dropped and
+//! frames from the backend are read and dropped. A link change wakes the
+//! worker through an EventFd.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::backend::{NetBackend, IOV_MAX};
 use super::device::NetStats;
 use super::features::{self, effective};
 use super::header::{check_tx_frame, TxFrameError, HDR_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN};
+use super::mac::MacAddr;
+use super::policy::{source_is, NetLink, NetPolicy, Shaper};
 use crate::chain::{self, ChainError, ChainInfo};
 use crate::queue::{Chain, QueueError};
 use crate::worker::{QueueHandler, WorkerContext};
@@ -37,6 +49,11 @@ pub(crate) const RX_QUEUE: u16 = 0;
 pub(crate) const TX_QUEUE: u16 = 1;
 /// The backend fd's token.
 const TOKEN_BACKEND: u64 = 1;
+/// The link change EventFd's token.
+const TOKEN_LINK: u64 = 2;
+/// The shaping timers' tokens.
+const TOKEN_TX_TIMER: u64 = 3;
+const TOKEN_RX_TIMER: u64 = 4;
 /// Frames received per call before other events get a turn.
 const RX_BUDGET: usize = 256;
 /// The receive room (header included) gathered from mergeable buffers
@@ -310,6 +327,36 @@ pub(crate) struct NetHandler {
     bounce: Vec<u8>,
     /// The length of the frame waiting in `bounce`.
     stashed: Option<usize>,
+    /// The NIC's MAC, for the forged transmit check.
+    mac: [u8; 6],
+    reject_forged: bool,
+    link: NetLink,
+    /// Written when the link changes.
+    link_wake: Option<EventFd>,
+    tx_shaper: Option<Shaper>,
+    rx_shaper: Option<Shaper>,
+    tx_timer: Option<TimerFd>,
+    rx_timer: Option<TimerFd>,
+}
+
+/// A non-blocking timerfd (a timer re-armed after epoll saw it fire reads
+/// as empty).
+fn timer() -> io::Result<TimerFd> {
+    use std::os::fd::AsRawFd;
+    let timer = TimerFd::new()?;
+    // SAFETY: fcntl on a timerfd we own; no pointers involved.
+    let r = unsafe { libc::fcntl(timer.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(timer)
+}
+
+/// Arms a shaping timer to fire once after `wait` (at least 1 ns).
+fn arm(timer: &mut Option<TimerFd>, wait: Duration) {
+    if let Some(t) = timer {
+        let _ = t.reset(wait.max(Duration::from_nanos(1)), None);
+    }
 }
 
 impl NetHandler {
@@ -336,7 +383,68 @@ impl NetHandler {
             logged_drop: false,
             bounce: Vec::new(),
             stashed: None,
+            mac: [0; 6],
+            reject_forged: false,
+            link: NetLink::default(),
+            link_wake: None,
+            tx_shaper: None,
+            rx_shaper: None,
+            tx_timer: None,
+            rx_timer: None,
         }
+    }
+
+    /// Applies the NIC's policy: its MAC (forged transmits), shaping, and
+    /// the link state with the EventFd that signals its changes.
+    pub(crate) fn with_policy(
+        mut self,
+        mac: MacAddr,
+        policy: &NetPolicy,
+        link: NetLink,
+        wake: EventFd,
+    ) -> Self {
+        let now = Instant::now();
+        self.mac = mac.bytes();
+        self.reject_forged = policy.reject_forged;
+        self.tx_shaper = policy.tx.map(|s| Shaper::new(&s, now));
+        self.rx_shaper = policy.rx.map(|s| Shaper::new(&s, now));
+        self.link = link;
+        self.link_wake = Some(wake);
+        self
+    }
+
+    /// Whether the frame in `descs` (header first) comes from the NIC's
+    /// own MAC.
+    fn own_source(&self, mem: &GuestMemoryMmap, descs: &[(GuestAddress, u32)]) -> bool {
+        let mut start = [0u8; HDR_LEN + 12];
+        read_prefix(mem, descs, &mut start);
+        source_is(&start[HDR_LEN..], &self.mac)
+    }
+
+    /// With the link down: reads frames from the backend and drops them
+    /// (a NIC without carrier loses them), with the frame waiting for
+    /// room, if any.
+    fn drain_rx(&mut self, ctx: &mut WorkerContext, pos: usize) {
+        if self.stashed.take().is_some() {
+            self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bounce.resize(RX_ROOM, 0);
+        for _ in 0..RX_BUDGET {
+            let iov = [libc::iovec {
+                iov_base: self.bounce.as_mut_ptr().cast(),
+                iov_len: self.bounce.len(),
+            }];
+            // SAFETY: the iovec covers `bounce`, which this handler owns
+            // and nothing else touches during the call.
+            match unsafe { self.backend.read_frame(&iov) } {
+                Ok(n) if n > 0 => {
+                    self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => return,
+            }
+        }
+        // Come back after the other ready events.
+        let _ = ctx.queues[pos].kick().write(1);
     }
 
     fn mrg(&self) -> bool {
@@ -516,12 +624,25 @@ impl NetHandler {
         let Some(pos) = self.rx_pos else {
             return Ok(());
         };
+        if !self.link.is_up() {
+            self.drain_rx(ctx, pos);
+            return Ok(());
+        }
         let mut used = false;
         let mut frames = 0;
         loop {
             if frames == RX_BUDGET {
                 // Come back after the other ready events.
                 let _ = ctx.queues[pos].kick().write(1);
+                break;
+            }
+            if let Some(wait) = self
+                .rx_shaper
+                .as_mut()
+                .and_then(|s| s.check(Instant::now()))
+            {
+                // Frames wait in the backend until the timer fires.
+                arm(&mut self.rx_timer, wait);
                 break;
             }
             used |= self.fill_rx(ctx, pos)?;
@@ -594,9 +715,13 @@ impl NetHandler {
             q.add_used(mem, buf.head, len as u32)?;
         }
         self.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
+        let frame = bytes.saturating_sub(HDR_LEN);
         self.stats
             .rx_bytes
-            .fetch_add((bytes - HDR_LEN) as u64, Ordering::Relaxed);
+            .fetch_add(frame as u64, Ordering::Relaxed);
+        if let Some(s) = &mut self.rx_shaper {
+            s.take(frame);
+        }
         Ok(())
     }
 
@@ -619,10 +744,14 @@ impl NetHandler {
         self.iovs.0.clear();
         match r {
             Ok(_) => {
+                let frame = len.saturating_sub(HDR_LEN);
                 self.stats.tx_frames.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .tx_bytes
-                    .fetch_add((len - HDR_LEN) as u64, Ordering::Relaxed);
+                    .fetch_add(frame as u64, Ordering::Relaxed);
+                if let Some(s) = &mut self.tx_shaper {
+                    s.take(frame);
+                }
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -644,17 +773,22 @@ impl NetHandler {
         };
         let mut served = 0usize;
         let mut more = false;
+        let link_up = self.link.is_up();
         {
             let mem = &ctx.mem;
             let q = &mut ctx.queues[pos];
             if let Some(p) = self.pending_tx.take() {
-                match self.send(mem, &p.descs, p.len) {
-                    Ok(false) => {
-                        self.pending_tx = Some(p);
-                        return Ok(());
+                if !link_up {
+                    self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    match self.send(mem, &p.descs, p.len) {
+                        Ok(false) => {
+                            self.pending_tx = Some(p);
+                            return Ok(());
+                        }
+                        Ok(true) => {}
+                        Err(why) => self.drop_tx(why),
                     }
-                    Ok(true) => {}
-                    Err(why) => self.drop_tx(why),
                 }
                 q.add_used(mem, p.head, 0)?;
                 served += 1;
@@ -663,12 +797,31 @@ impl NetHandler {
             let budget = usize::from(size) * 2;
             'ring: loop {
                 q.disable_notification(mem)?;
-                while let Some(chain) = q.pop(mem)? {
+                loop {
+                    let throttled = match &mut self.tx_shaper {
+                        Some(s) if link_up => s.check(Instant::now()),
+                        _ => None,
+                    };
+                    if let Some(wait) = throttled {
+                        // Chains wait in the ring (notifications stay off)
+                        // until the timer fires.
+                        arm(&mut self.tx_timer, wait);
+                        break 'ring;
+                    }
+                    let Some(chain) = q.pop(mem)? else {
+                        break;
+                    };
                     let head = chain.head_index();
                     let checked = chain::validate(&chain, size);
                     let r = check_tx_chain(mem, &chain, checked, self.features, &mut self.tx_descs);
                     match r {
+                        _ if !link_up => {
+                            self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
                         Err(why) => self.drop_tx(TxDrop::Chain(why)),
+                        Ok(_) if self.reject_forged && !self.own_source(mem, &self.tx_descs) => {
+                            self.stats.tx_forged.fetch_add(1, Ordering::Relaxed);
+                        }
                         Ok(len) => {
                             let descs = std::mem::take(&mut self.tx_descs);
                             match self.send(mem, &descs, len) {
@@ -710,8 +863,22 @@ impl NetHandler {
 
 impl QueueHandler for NetHandler {
     fn start(&mut self, ctx: &mut WorkerContext) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
         self.rx_pos = ctx.queues.iter().position(|q| q.index() == RX_QUEUE);
         self.tx_pos = ctx.queues.iter().position(|q| q.index() == TX_QUEUE);
+        if let Some(w) = &self.link_wake {
+            ctx.watch(w.as_raw_fd(), TOKEN_LINK, EventSet::IN)?;
+        }
+        if self.tx_shaper.is_some() {
+            let t = timer()?;
+            ctx.watch(t.as_raw_fd(), TOKEN_TX_TIMER, EventSet::IN)?;
+            self.tx_timer = Some(t);
+        }
+        if self.rx_shaper.is_some() {
+            let t = timer()?;
+            ctx.watch(t.as_raw_fd(), TOKEN_RX_TIMER, EventSet::IN)?;
+            self.rx_timer = Some(t);
+        }
         ctx.watch(
             self.backend.fd(),
             TOKEN_BACKEND,
@@ -735,8 +902,28 @@ impl QueueHandler for NetHandler {
         token: u64,
         events: EventSet,
     ) -> Result<(), QueueError> {
-        if token != TOKEN_BACKEND {
-            return Ok(());
+        match token {
+            TOKEN_BACKEND => {}
+            TOKEN_LINK => {
+                if let Some(w) = &self.link_wake {
+                    let _ = w.read();
+                }
+                self.process_tx(ctx)?;
+                return self.process_rx(ctx);
+            }
+            TOKEN_TX_TIMER => {
+                if let Some(t) = &mut self.tx_timer {
+                    let _ = t.wait();
+                }
+                return self.process_tx(ctx);
+            }
+            TOKEN_RX_TIMER => {
+                if let Some(t) = &mut self.rx_timer {
+                    let _ = t.wait();
+                }
+                return self.process_rx(ctx);
+            }
+            _ => return Ok(()),
         }
         if events.intersects(EventSet::OUT | EventSet::ERROR | EventSet::HANG_UP)
             && self.pending_tx.is_some()
