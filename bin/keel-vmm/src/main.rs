@@ -63,9 +63,11 @@ struct Args {
     /// qcow2 image; format=auto (the default) tells them apart by the qcow2 magic.
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskConfig>,
-    /// Add a virtio-net NIC on a TAP (repeatable): tap[=NAME][,mac=MAC].
+    /// Add a virtio-net NIC on a TAP (repeatable): tap[=NAME][,mac=MAC]
+    /// [,forged-transmits=accept|reject][,mac-changes=accept|reject][,link=up|down]
+    /// [,rx-rate=BITS/S][,rx-burst=BYTES][,rx-peak=BITS/S][,tx-rate=...,tx-burst=...,tx-peak=...].
     /// Opens the TAP NAME, creating it if needed; plain `tap` creates keelN.
-    /// The MAC defaults to 02:6b:65 plus a hash of the TAP's name.
+    /// The MAC defaults to 02:6b:65 plus a hash of the TAP's name. See docs/net.md.
     #[arg(long = "net", value_name = "SPEC")]
     nets: Vec<NetConfig>,
     /// Add a named virtio-console port on a Unix socket (repeatable):

@@ -640,6 +640,7 @@ mod tests {
             tx_bytes: 400,
             rx_dropped: 5,
             tx_errors: 6,
+            ..Default::default()
         });
         lock(&t.fake.counters).insert(id_of(&t, "web1"), Some(web));
         lock(&t.fake.counters).insert(id_of(&t, "mute"), None);

@@ -88,6 +88,13 @@ pub enum Request {
     /// Each disk's and NIC's I/O counters since the VMM started (they go
     /// on across guest reboots).
     Counters,
+    /// Connects (`up: true`) or disconnects a NIC's link, as pulling its
+    /// cable would: the guest's driver sees the carrier change (a
+    /// configuration interrupt); while down, frames are dropped both ways.
+    /// The state lasts across guest reboots. `nic` is the NIC's id
+    /// (`net0`, … as `counters` shows them; the envelope's `id` is the
+    /// request's).
+    NicLink { nic: String, up: bool },
 }
 
 impl Request {
@@ -104,6 +111,7 @@ impl Request {
             Request::BalloonSet { .. } => "balloon-set",
             Request::BalloonStats => "balloon-stats",
             Request::Counters => "counters",
+            Request::NicLink { .. } => "nic-link",
         }
     }
 }
@@ -120,6 +128,7 @@ pub const COMMANDS: &[&str] = &[
     "balloon-set",
     "balloon-stats",
     "counters",
+    "nic-link",
 ];
 
 /// What a successful request returns.
@@ -127,7 +136,7 @@ pub const COMMANDS: &[&str] = &[
 #[serde(rename_all = "kebab-case")]
 pub enum Reply {
     /// The command was carried out (pause, resume, power-button, stop,
-    /// reset, balloon-set).
+    /// reset, balloon-set, nic-link).
     Done,
     Version(VersionInfo),
     Status(VmStatus),
@@ -295,10 +304,22 @@ pub struct NicCounters {
     /// buffers.
     #[serde(default)]
     pub rx_dropped: u64,
-    /// Frames from the guest that were dropped: malformed, or refused by
-    /// the host.
+    /// Frames from the guest that were dropped: malformed, refused by the
+    /// host, or sent while the link was down.
     #[serde(default)]
     pub tx_errors: u64,
+    /// Frames from the guest dropped because their source MAC is not the
+    /// NIC's (`forged-transmits=reject`).
+    #[serde(default)]
+    pub tx_forged: u64,
+    /// The link is up (`nic-link`, `--net ...,link=down`). Absent from an
+    /// older server: up.
+    #[serde(default = "link_up_default")]
+    pub link_up: bool,
+}
+
+fn link_up_default() -> bool {
+    true
 }
 
 /// Why a request failed.
@@ -319,7 +340,8 @@ pub enum ErrorCode {
     /// The command does not apply in the VM's current state (e.g. `resume`
     /// while running).
     InvalidState,
-    /// The command needs a device the VM does not have.
+    /// The command needs a device the VM does not have (or names one it
+    /// does not have, like a NIC id).
     NoDevice,
     /// A value is out of range (e.g. a balloon target above guest memory).
     InvalidArgument,

@@ -33,6 +33,13 @@ fn every_command_parses() {
         ),
         (r#"{"v":1,"cmd":"balloon-stats"}"#, Request::BalloonStats),
         (r#"{"v":1,"cmd":"counters"}"#, Request::Counters),
+        (
+            r#"{"v":1,"cmd":"nic-link","nic":"net0","up":false}"#,
+            Request::NicLink {
+                nic: "net0".into(),
+                up: false,
+            },
+        ),
     ];
     assert_eq!(cases.len(), COMMANDS.len());
     for (line, want) in cases {
@@ -228,6 +235,8 @@ fn counters_round_trip_and_look_as_documented() {
             tx_bytes: 800,
             rx_dropped: 9,
             tx_errors: 10,
+            tx_forged: 11,
+            link_up: false,
         }],
     });
     let line = Response::new(Some(3), Ok(counters.clone())).encode();
@@ -237,7 +246,8 @@ fn counters_round_trip_and_look_as_documented() {
          \"read_ops\":1,\"read_bytes\":512,\"write_ops\":2,\"write_bytes\":4096,\"flush_ops\":3,\
          \"discard_ops\":4,\"write_zeroes_ops\":5,\"errors\":6}],\"nics\":[{\"id\":\"net0\",\
          \"mac\":\"02:6b:65:00:00:01\",\"tap\":\"keel0\",\"rx_packets\":7,\"rx_bytes\":700,\
-         \"tx_packets\":8,\"tx_bytes\":800,\"rx_dropped\":9,\"tx_errors\":10}]}}}\n"
+         \"tx_packets\":8,\"tx_bytes\":800,\"rx_dropped\":9,\"tx_errors\":10,\"tx_forged\":11,\
+         \"link_up\":false}]}}}\n"
     );
     let back: Response = serde_json::from_str(&line).unwrap();
     assert_eq!(back.into_result(), Ok(counters));
@@ -257,6 +267,24 @@ fn counters_round_trip_and_look_as_documented() {
             ..Default::default()
         }]
     );
+    // A NIC from an older server: its link is up.
+    let line = r#"{"v":1,"ok":{"counters":{"nics":[{"id":"net0","mac":"02:6b:65:00:00:01"}]}}}"#;
+    let r: Response = serde_json::from_str(line).unwrap();
+    let Ok(Reply::Counters(c)) = r.into_result() else {
+        panic!("not counters")
+    };
+    assert!(c.nics[0].link_up);
+    assert_eq!(c.nics[0].tx_forged, 0);
+    // nic-link needs both fields, with their types.
+    for bad in [
+        &br#"{"v":1,"cmd":"nic-link","nic":"net0"}"#[..],
+        br#"{"v":1,"cmd":"nic-link","up":true}"#,
+        br#"{"v":1,"cmd":"nic-link","nic":"net0","up":"no"}"#,
+        br#"{"v":1,"cmd":"nic-link","nic":"net0","up":true,"mac":"x"}"#,
+    ] {
+        let r = rejected(bad);
+        assert_eq!(r.error.code, ErrorCode::BadRequest, "{r:?}");
+    }
     // The request takes no arguments.
     let r = rejected(br#"{"v":1,"cmd":"counters","disk":"disk0"}"#);
     assert_eq!(r.error.code, ErrorCode::BadRequest);

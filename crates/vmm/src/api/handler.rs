@@ -35,7 +35,7 @@ fn handle(
 ) -> (Result<Reply, ApiError>, Option<Outcome>) {
     let done = |r: Result<(), StateError>| r.map(|()| Reply::Done).map_err(state_error);
     let result = match request {
-        Request::Version | Request::Counters => Err(ApiError::new(
+        Request::Version | Request::Counters | Request::NicLink { .. } => Err(ApiError::new(
             ErrorCode::Internal,
             format!("{} is answered by the connection", request.name()),
         )),

@@ -7,8 +7,9 @@
 //!   api thread: accept() → one api-conn thread per client (at most MAX_CLIENTS)
 //! ```
 //!
-//! Parsing, framing, `version` and `counters` (atomics the device workers
-//! update, see [`IoCounters`]) happen on the connection thread; every
+//! Parsing, framing, `version`, `counters` (atomics the device workers
+//! update, see [`IoCounters`]) and `nic-link` (the NICs' link handles,
+//! which live as long as the process) happen on the connection thread; every
 //! other command goes to the control loop through the same channel as
 //! vCPU, device and signal events, so the VM's state has one owner. The
 //! socket is created with mode 0600 and removed when the server is dropped;
@@ -271,8 +272,8 @@ fn serve_connection(stream: UnixStream, shared: &Shared) {
     }
 }
 
-/// Answers `version` and `counters` here; sends the rest to the control
-/// loop.
+/// Answers `version`, `counters` and `nic-link` here; sends the rest to
+/// the control loop.
 fn dispatch(request: Request, shared: &Shared) -> Result<Reply, ApiError> {
     match request {
         Request::Version => {
@@ -283,6 +284,7 @@ fn dispatch(request: Request, shared: &Shared) -> Result<Reply, ApiError> {
             }))
         }
         Request::Counters => return Ok(Reply::Counters(shared.counters.snapshot())),
+        Request::NicLink { nic, up } => return nic_link(&shared.counters, &nic, up),
         _ => {}
     }
     let busy = || ApiError::new(ErrorCode::Busy, "The VMM is shutting down");
@@ -302,6 +304,27 @@ fn dispatch(request: Request, shared: &Shared) -> Result<Reply, ApiError> {
         )),
         Err(RecvTimeoutError::Disconnected) => Err(busy()),
     }
+}
+
+/// Sets a NIC's link up or down (the guest's driver is told at once).
+fn nic_link(counters: &IoCounters, id: &str, up: bool) -> Result<Reply, ApiError> {
+    let Some(nic) = counters.nics.iter().find(|n| n.id == id) else {
+        let ids: Vec<&str> = counters.nics.iter().map(|n| n.id.as_str()).collect();
+        let known = if ids.is_empty() {
+            "it has none".to_string()
+        } else {
+            format!("it has {}", ids.join(", "))
+        };
+        return Err(ApiError::new(
+            ErrorCode::NoDevice,
+            format!("The VM has no NIC '{id}' ({known})"),
+        ));
+    };
+    if nic.link.set_up(up) {
+        let state = if up { "up" } else { "down" };
+        eprintln!("keel-vmm: {id}: link {state} (control socket)");
+    }
+    Ok(Reply::Done)
 }
 
 #[cfg(test)]

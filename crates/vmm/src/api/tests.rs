@@ -293,3 +293,56 @@ fn counters_are_answered_by_the_connection_from_live_counters() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn nic_link_is_answered_by_the_connection_and_shows_in_counters() {
+    use crate::device_manager::NicSource;
+    use virtio::net::NetLink;
+
+    let link = NetLink::default();
+    let counters = IoCounters {
+        disks: Vec::new(),
+        nics: vec![NicSource {
+            id: "net0".into(),
+            mac: "02:6b:65:00:00:01".into(),
+            stats: Arc::default(),
+            tap: None,
+            tap_drops_at_open: 0,
+            link: link.clone(),
+        }],
+    };
+    let path = socket_path("nic-link");
+    let (tx, rx) = mpsc::channel();
+    let _server = ApiServer::start(&path, tx, counters).unwrap();
+    drop(rx);
+    let mut c = Client::connect(&path).unwrap();
+    c.set_timeout(Some(Duration::from_secs(10))).unwrap();
+    let link_up = |c: &mut Client| match c.call(Request::Counters).unwrap() {
+        Reply::Counters(v) => v.nics[0].link_up,
+        other => panic!("{other:?}"),
+    };
+    assert!(link_up(&mut c));
+    let down = Request::NicLink {
+        nic: "net0".into(),
+        up: false,
+    };
+    assert_eq!(c.call(down.clone()).unwrap(), Reply::Done);
+    assert!(!link.is_up());
+    assert!(!link_up(&mut c));
+    // Again: still done, nothing changes.
+    assert_eq!(c.call(down).unwrap(), Reply::Done);
+    let line = c
+        .call_raw(r#"{"v":1,"id":4,"cmd":"nic-link","nic":"net0","up":true}"#)
+        .unwrap();
+    assert_eq!(line, r#"{"v":1,"id":4,"ok":"done"}"#);
+    assert!(link.is_up());
+    let e = c
+        .call(Request::NicLink {
+            nic: "net7".into(),
+            up: true,
+        })
+        .unwrap_err();
+    let e = e.api().unwrap();
+    assert_eq!(e.code, ErrorCode::NoDevice);
+    assert!(e.message.contains("'net7' (it has net0)"), "{}", e.message);
+}

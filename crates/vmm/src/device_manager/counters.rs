@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use virtio::block::BlockStats;
-use virtio::net::{NetStats, Tap};
+use virtio::net::{NetLink, NetStats, Tap};
 use vmm_api::{DiskCounters, NicCounters, VmCounters};
 
 /// One disk's counters and names.
@@ -35,6 +35,8 @@ pub struct NicSource {
     /// The TAP's queue drops when keel-vmm opened it (a TAP that existed
     /// before keel-vmm may have dropped frames for someone else).
     pub tap_drops_at_open: u64,
+    /// Its link state (shown in `counters`, set by `nic-link`).
+    pub link: NetLink,
 }
 
 /// Every device's counters, cheap to clone and read from any thread.
@@ -50,7 +52,13 @@ fn get(c: &AtomicU64) -> u64 {
 
 impl NicSource {
     /// The NIC of `tap`, counting from the TAP's drops now.
-    pub fn new(id: String, mac: String, stats: Arc<NetStats>, tap: Arc<Tap>) -> Self {
+    pub fn new(
+        id: String,
+        mac: String,
+        stats: Arc<NetStats>,
+        tap: Arc<Tap>,
+        link: NetLink,
+    ) -> Self {
         let tap_drops_at_open = tap.queue_drops().unwrap_or(0);
         NicSource {
             id,
@@ -58,6 +66,7 @@ impl NicSource {
             stats,
             tap: Some(tap),
             tap_drops_at_open,
+            link,
         }
     }
 
@@ -112,6 +121,8 @@ impl IoCounters {
                         tx_bytes: get(&s.tx_bytes),
                         rx_dropped: get(&s.rx_dropped).saturating_add(n.tap_drops()),
                         tx_errors: get(&s.tx_dropped),
+                        tx_forged: get(&s.tx_forged),
+                        link_up: n.link.is_up(),
                     }
                 })
                 .collect(),
@@ -149,6 +160,7 @@ mod tests {
             &nic.tx_bytes,
             &nic.rx_dropped,
             &nic.tx_dropped,
+            &nic.tx_forged,
         ]
         .into_iter()
         .enumerate()
@@ -167,6 +179,7 @@ mod tests {
                 stats: nic,
                 tap: None,
                 tap_drops_at_open: 0,
+                link: NetLink::new(false),
             }],
         };
         let clone = counters.clone();
@@ -198,6 +211,8 @@ mod tests {
                 tx_bytes: 40,
                 rx_dropped: 50,
                 tx_errors: 60,
+                tx_forged: 70,
+                link_up: false,
             }]
         );
         // Clones read the same counters.

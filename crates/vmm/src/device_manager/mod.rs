@@ -111,6 +111,7 @@ impl Backends {
                         n.mac.to_string(),
                         n.stats.clone(),
                         n.tap.clone(),
+                        n.link.clone(),
                     )
                 })
                 .collect(),

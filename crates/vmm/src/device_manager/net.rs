@@ -1,17 +1,35 @@
-//! Networks: the `--net tap[=NAME][,mac=MAC]` flag, opening the TAPs once
-//! per VMM process (a TAP keel-vmm created must not vanish, with its
-//! addresses and bridge port, when the guest reboots), and one virtio-net
-//! device per TAP.
+//! Networks: the `--net tap[=NAME][,mac=MAC][,policy...]` flag, opening
+//! the TAPs once per VMM process (a TAP keel-vmm created must not vanish,
+//! with its addresses and bridge port, when the guest reboots), and one
+//! virtio-net device per TAP with its policy (forged transmits, shaping)
+//! and its link state, which also lives as long as the process.
 
 use std::str::FromStr;
 use std::sync::Arc;
 
-use virtio::net::{check_name, MacAddr, Net, NetStats, Tap, TapError};
+use virtio::net::{check_name, MacAddr, Net, NetLink, NetPolicy, NetStats, Shaping, Tap, TapError};
 
-use crate::config::{split_options, OptionsError};
+use crate::config::{parse_size, split_options, OptionsError};
 
 /// The form of `--net`, for error messages.
-pub const NET_FORM: &str = "tap[=NAME][,mac=MAC]";
+pub const NET_FORM: &str = "tap[=NAME][,mac=MAC][,forged-transmits=accept|reject]\
+[,mac-changes=accept|reject][,link=up|down][,rx-rate=BITS/S][,rx-burst=BYTES][,rx-peak=BITS/S]\
+[,tx-rate=BITS/S][,tx-burst=BYTES][,tx-peak=BITS/S]";
+
+/// Every key of `--net`.
+const KEYS: &[&str] = &[
+    "tap",
+    "mac",
+    "forged-transmits",
+    "mac-changes",
+    "link",
+    "rx-rate",
+    "rx-burst",
+    "rx-peak",
+    "tx-rate",
+    "tx-burst",
+    "tx-peak",
+];
 
 /// One `--net`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +39,102 @@ pub struct NetConfig {
     /// The guest's MAC; `None`: Keel's stable default for the TAP's name
     /// ([`MacAddr::keel_default`]).
     pub mac: Option<MacAddr>,
+    /// `forged-transmits=reject`: drop frames whose source MAC is not the
+    /// NIC's.
+    pub reject_forged: bool,
+    /// `mac-changes=reject`. virtio-net without a control queue has no way
+    /// for the guest to change the device's MAC, so this has an effect only
+    /// through `reject_forged` (see docs/net.md); kept for the record.
+    pub reject_mac_changes: bool,
+    /// `link=up|down`: the link state the VM starts with.
+    pub link_up: bool,
+    /// Shaping of what the guest receives and sends.
+    pub rx: Option<Shaping>,
+    pub tx: Option<Shaping>,
+}
+
+impl Default for NetConfig {
+    /// A new `keelN` TAP with the default MAC, everything accepted, link up.
+    fn default() -> Self {
+        NetConfig {
+            tap: None,
+            mac: None,
+            reject_forged: false,
+            reject_mac_changes: false,
+            link_up: true,
+            rx: None,
+            tx: None,
+        }
+    }
+}
+
+impl NetConfig {
+    /// The policy the device applies.
+    pub fn policy(&self) -> NetPolicy {
+        NetPolicy {
+            reject_forged: self.reject_forged,
+            rx: self.rx,
+            tx: self.tx,
+        }
+    }
+}
+
+/// Parses a rate in bits per second: `1000000`, `500k`, `10M`, `1G`
+/// (decimal units, as link speeds are given).
+fn parse_rate(s: &str) -> Option<u64> {
+    let (digits, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult = match c {
+                'k' | 'K' => 1_000,
+                'm' | 'M' => 1_000_000,
+                'g' | 'G' => 1_000_000_000,
+                _ => return None,
+            };
+            (&s[..i], mult)
+        }
+        _ => (s, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+fn parse_accept(key: &str, value: &str) -> Result<bool, OptionsError> {
+    match value {
+        "accept" => Ok(false),
+        "reject" => Ok(true),
+        _ => Err(OptionsError::Value {
+            key: key.to_string(),
+            value: value.to_string(),
+        }),
+    }
+}
+
+/// One direction's `*-rate`, `*-burst`, `*-peak`.
+#[derive(Default)]
+struct ShapingKeys {
+    rate: Option<u64>,
+    burst: Option<u64>,
+    peak: Option<u64>,
+}
+
+impl ShapingKeys {
+    fn build(&self, dir: &str) -> Result<Option<Shaping>, String> {
+        let Some(rate) = self.rate else {
+            if self.burst.is_some() || self.peak.is_some() {
+                return Err(format!("{dir}-burst and {dir}-peak need {dir}-rate"));
+            }
+            return Ok(None);
+        };
+        let s = Shaping {
+            average_bps: rate,
+            burst_bytes: self.burst.unwrap_or_else(|| Shaping::default_burst(rate)),
+            peak_bps: self.peak,
+        };
+        s.check().map_err(|e| format!("{dir} shaping: {e}"))?;
+        Ok(Some(s))
+    }
 }
 
 /// A `--net` value that cannot be used.
@@ -45,14 +159,41 @@ impl FromStr for NetConfig {
             .map(|i| if i == "tap" { "tap=" } else { i })
             .collect();
         let normalized = items.join(",");
-        let pairs = split_options(&normalized, &["tap", "mac"]).map_err(|e| err(e.to_string()))?;
-        let mut net = NetConfig {
-            tap: None,
-            mac: None,
-        };
+        let pairs = split_options(&normalized, KEYS).map_err(|e| err(e.to_string()))?;
+        let mut net = NetConfig::default();
         let mut has_tap = false;
+        let (mut rx, mut tx) = (ShapingKeys::default(), ShapingKeys::default());
+        let bad = |key: &str, value: &str| {
+            err(OptionsError::Value {
+                key: key.to_string(),
+                value: value.to_string(),
+            }
+            .to_string())
+        };
         for (key, value) in pairs {
+            let rate = || parse_rate(value).ok_or_else(|| bad(key, value));
+            let size = || parse_size(value).map_err(|_| bad(key, value));
             match key {
+                "forged-transmits" => {
+                    net.reject_forged = parse_accept(key, value).map_err(|e| err(e.to_string()))?
+                }
+                "mac-changes" => {
+                    net.reject_mac_changes =
+                        parse_accept(key, value).map_err(|e| err(e.to_string()))?
+                }
+                "link" => {
+                    net.link_up = match value {
+                        "up" => true,
+                        "down" => false,
+                        _ => return Err(bad(key, value)),
+                    }
+                }
+                "rx-rate" => rx.rate = Some(rate()?),
+                "rx-burst" => rx.burst = Some(size()?),
+                "rx-peak" => rx.peak = Some(rate()?),
+                "tx-rate" => tx.rate = Some(rate()?),
+                "tx-burst" => tx.burst = Some(size()?),
+                "tx-peak" => tx.peak = Some(rate()?),
                 "tap" => {
                     has_tap = true;
                     if !value.is_empty() {
@@ -66,17 +207,21 @@ impl FromStr for NetConfig {
         if !has_tap {
             return Err(err(OptionsError::Missing("tap").to_string()));
         }
+        net.rx = rx.build("rx").map_err(err)?;
+        net.tx = tx.build("tx").map_err(err)?;
         Ok(net)
     }
 }
 
-/// A TAP, opened before the first boot, the MAC its NIC gets and the
-/// NIC's frame counters (kept across reboots).
+/// A TAP, opened before the first boot, the MAC its NIC gets, its policy,
+/// and the NIC's frame counters and link state (kept across reboots).
 #[derive(Debug)]
 pub struct OpenNet {
     pub tap: Arc<Tap>,
     pub mac: MacAddr,
     pub stats: Arc<NetStats>,
+    pub policy: NetPolicy,
+    pub link: NetLink,
 }
 
 /// A network that cannot be set up (a bad input: exit status 2).
@@ -119,14 +264,19 @@ pub fn open_nets(nets: &[NetConfig]) -> Result<Vec<OpenNet>, NetError> {
                 tap: Arc::new(tap),
                 mac,
                 stats: Arc::default(),
+                policy: n.policy(),
+                link: NetLink::new(n.link_up),
             })
         })
         .collect()
 }
 
-/// The virtio-net device for an open TAP, counting in its counters.
+/// The virtio-net device for an open TAP, counting in its counters, with
+/// its policy and link.
 pub fn net_device(net: &OpenNet) -> Net {
     Net::with_stats(net.tap.clone(), net.mac, net.stats.clone())
+        .with_policy(net.policy)
+        .with_link(net.link.clone())
 }
 
 #[cfg(test)]
@@ -139,19 +289,14 @@ mod tests {
 
     #[test]
     fn forms() {
-        assert_eq!(
-            parse("tap"),
-            Ok(NetConfig {
-                tap: None,
-                mac: None
-            })
-        );
+        assert_eq!(parse("tap"), Ok(NetConfig::default()));
         assert_eq!(parse("tap="), parse("tap"));
         assert_eq!(
             parse("tap=keel7,mac=02:6b:65:00:00:01"),
             Ok(NetConfig {
                 tap: Some("keel7".into()),
                 mac: Some("02:6b:65:00:00:01".parse().unwrap()),
+                ..NetConfig::default()
             })
         );
         assert_eq!(
@@ -159,8 +304,62 @@ mod tests {
             Ok(NetConfig {
                 tap: None,
                 mac: Some("02:6b:65:00:00:01".parse().unwrap()),
+                ..NetConfig::default()
             })
         );
+    }
+
+    #[test]
+    fn policy_keys() {
+        let n = parse("tap,forged-transmits=reject,mac-changes=reject,link=down").unwrap();
+        assert!(n.reject_forged && n.reject_mac_changes && !n.link_up);
+        assert!(n.policy().reject_forged);
+        let n = parse("tap,forged-transmits=accept,mac-changes=accept,link=up").unwrap();
+        assert_eq!(n, NetConfig::default());
+        let n = parse("tap,tx-rate=10M,tx-burst=256K,tx-peak=20M,rx-rate=500k").unwrap();
+        assert_eq!(
+            n.tx,
+            Some(Shaping {
+                average_bps: 10_000_000,
+                burst_bytes: 256 << 10,
+                peak_bps: Some(20_000_000),
+            })
+        );
+        // The default burst: 100 ms of the rate, at least 64 KiB.
+        assert_eq!(n.rx, Some(Shaping::new(500_000)));
+        assert_eq!(n.rx.map(|s| s.burst_bytes), Some(64 << 10));
+        assert_eq!(
+            parse("tap,rx-rate=1G").unwrap().rx,
+            Some(Shaping::new(1_000_000_000))
+        );
+        assert_eq!(
+            parse("tap,rx-rate=1000").unwrap().rx.map(|s| s.average_bps),
+            Some(1000)
+        );
+        assert_eq!(parse("tap").unwrap().policy(), NetPolicy::default());
+    }
+
+    #[test]
+    fn bad_policy_values_name_the_problem() {
+        for (bad, word) in [
+            ("tap,forged-transmits=yes", "invalid forged-transmits 'yes'"),
+            ("tap,mac-changes=", "invalid mac-changes ''"),
+            ("tap,link=off", "invalid link 'off'"),
+            ("tap,rx-rate=fast", "invalid rx-rate 'fast'"),
+            ("tap,rx-rate=10X", "invalid rx-rate '10X'"),
+            ("tap,rx-rate=99999999999999999999", "invalid rx-rate"),
+            ("tap,tx-rate=1M,tx-burst=lots", "invalid tx-burst 'lots'"),
+            ("tap,tx-burst=1M", "tx-burst and tx-peak need tx-rate"),
+            ("tap,rx-peak=1M", "rx-burst and rx-peak need rx-rate"),
+            ("tap,tx-rate=10M,tx-peak=1M", "below the average"),
+            ("tap,tx-rate=0", "at least 8 bits/s"),
+            ("tap,tx-rate=1M,tx-burst=0", "at least 1 byte"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(word), "{bad:?}: {e}");
+            assert!(e.contains("forged-transmits=accept|reject"), "{bad:?}: {e}");
+            assert_eq!(e.lines().count(), 1);
+        }
     }
 
     #[test]
