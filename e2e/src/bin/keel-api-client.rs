@@ -4,12 +4,13 @@
 //! ```text
 //! keel-api-client SOCKET wait                    wait (up to 60 s) until the socket answers
 //! keel-api-client SOCKET COMMAND [TARGET_BYTES]  send one request, print the answer
+//! keel-api-client SOCKET nic-link NIC up|down     connect or disconnect a NIC (net0, …)
 //! keel-api-client SOCKET raw                     send stdin's lines as they are, print the answers
 //! ```
 //!
 //! COMMAND is one of version, status, pause, resume, power-button, stop,
-//! reset, counters, balloon-set (with the target in bytes) and
-//! balloon-stats. The answer is printed as one JSON line: the `ok` value,
+//! reset, counters, balloon-set (with the target in bytes),
+//! balloon-stats and nic-link. The answer is printed as one JSON line: the `ok` value,
 //! or `{"error":{...}}`. Exit status: 0 ok, 1 an error answer, 2 usage or
 //! connection failure.
 
@@ -21,12 +22,26 @@ use vmm_api::{Client, ClientError, Request};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: keel-api-client SOCKET wait|raw|version|status|pause|resume|power-button|stop|reset|counters|balloon-stats\n       keel-api-client SOCKET balloon-set TARGET_BYTES"
+        "usage: keel-api-client SOCKET wait|raw|version|status|pause|resume|power-button|stop|reset|counters|balloon-stats\n       keel-api-client SOCKET balloon-set TARGET_BYTES\n       keel-api-client SOCKET nic-link NIC up|down"
     );
     ExitCode::from(2)
 }
 
-fn request(cmd: &str, arg: Option<&str>) -> Option<Request> {
+fn request(cmd: &str, arg: Option<&str>, arg2: Option<&str>) -> Option<Request> {
+    if cmd == "nic-link" {
+        let up = match arg2? {
+            "up" => true,
+            "down" => false,
+            _ => return None,
+        };
+        return Some(Request::NicLink {
+            nic: arg?.to_string(),
+            up,
+        });
+    }
+    if arg2.is_some() {
+        return None;
+    }
     Some(match (cmd, arg) {
         ("version", None) => Request::Version,
         ("status", None) => Request::Status,
@@ -85,7 +100,8 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let Some(request) = request(cmd, arg) else {
+    let arg2 = args.get(3).map(String::as_str);
+    let Some(request) = request(cmd, arg, arg2) else {
         return usage();
     };
     match client.call(request) {
