@@ -70,7 +70,14 @@ impl Mac {
         for attempt in 0u32..4096 {
             let h = fnv1a(seed.as_bytes(), attempt);
             let b = h.to_be_bytes();
-            let mac = Mac([KEEL_MAC_PREFIX[0], KEEL_MAC_PREFIX[1], b[0], b[1], b[2], b[3]]);
+            let mac = Mac([
+                KEEL_MAC_PREFIX[0],
+                KEEL_MAC_PREFIX[1],
+                b[0],
+                b[1],
+                b[2],
+                b[3],
+            ]);
             if !taken(&mac) {
                 return Ok(mac);
             }
@@ -85,7 +92,14 @@ impl Mac {
             if getrandom::fill(&mut b).is_err() {
                 return Err(MacError::Exhausted);
             }
-            let mac = Mac([KEEL_MAC_PREFIX[0], KEEL_MAC_PREFIX[1], b[0], b[1], b[2], b[3]]);
+            let mac = Mac([
+                KEEL_MAC_PREFIX[0],
+                KEEL_MAC_PREFIX[1],
+                b[0],
+                b[1],
+                b[2],
+                b[3],
+            ]);
             if !taken(&mac) {
                 return Ok(mac);
             }
@@ -157,20 +171,41 @@ mod tests {
         assert_eq!(m.0, [2, 0x4b, 0, 10, 255, 1]);
         assert_eq!(m.to_string(), "02:4b:00:0a:ff:01");
         assert_eq!("02-4b-00-0a-ff-01".parse::<Mac>().unwrap(), m);
-        for bad in ["", "02:4b:00:0a:ff", "02:4b:00:0a:ff:01:02", "2:4b:00:0a:ff:01", "zz:4b:00:0a:ff:01"] {
-            assert!(matches!(bad.parse::<Mac>(), Err(MacError::Syntax(_))), "{bad}");
+        for bad in [
+            "",
+            "02:4b:00:0a:ff",
+            "02:4b:00:0a:ff:01:02",
+            "2:4b:00:0a:ff:01",
+            "zz:4b:00:0a:ff:01",
+        ] {
+            assert!(
+                matches!(bad.parse::<Mac>(), Err(MacError::Syntax(_))),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn validation_refuses_multicast_and_zero() {
-        assert!(matches!(Mac([1, 0, 0x5e, 0, 0, 1]).validate(), Err(MacError::Multicast(_))));
-        assert!(matches!(Mac([0xff; 6]).validate(), Err(MacError::Multicast(_))));
+        assert!(matches!(
+            Mac([1, 0, 0x5e, 0, 0, 1]).validate(),
+            Err(MacError::Multicast(_))
+        ));
+        assert!(matches!(
+            Mac([0xff; 6]).validate(),
+            Err(MacError::Multicast(_))
+        ));
         assert!(matches!(Mac([0; 6]).validate(), Err(MacError::Zero(_))));
         assert!(Mac([0x52, 0x54, 0, 1, 2, 3]).validate().is_ok());
         let taken = Mac([2, 0x4b, 0, 0, 0, 1]);
-        assert_eq!(Mac::parse_for_nic("02:4b:00:00:00:01", |m| *m == taken), Err(MacError::InUse(taken)));
-        assert!(matches!(Mac::parse_for_nic("01:00:00:00:00:01", |_| false), Err(MacError::Multicast(_))));
+        assert_eq!(
+            Mac::parse_for_nic("02:4b:00:00:00:01", |m| *m == taken),
+            Err(MacError::InUse(taken))
+        );
+        assert!(matches!(
+            Mac::parse_for_nic("01:00:00:00:00:01", |_| false),
+            Err(MacError::Multicast(_))
+        ));
     }
 
     #[test]

@@ -23,7 +23,12 @@ pub enum NatError {
     #[error("Gateway {0} is not a host address of subnet {1}")]
     Gateway(Ipv4Addr, Ipv4Net),
     #[error("Subnet {subnet} overlaps the host's {what} {other} on {dev}")]
-    Overlap { subnet: Ipv4Net, what: &'static str, other: String, dev: String },
+    Overlap {
+        subnet: Ipv4Net,
+        what: &'static str,
+        other: String,
+        dev: String,
+    },
     #[error("Subnets {0} and {1} of two NAT networks overlap")]
     Overlapping(Ipv4Net, Ipv4Net),
     #[error("Bridge {0} does not exist")]
@@ -51,7 +56,11 @@ pub struct NatNetwork {
 
 impl NatNetwork {
     pub fn new(bridge: &str, subnet: Ipv4Net) -> NatNetwork {
-        NatNetwork { bridge: bridge.to_string(), gateway: subnet.first_host(), subnet }
+        NatNetwork {
+            bridge: bridge.to_string(),
+            gateway: subnet.first_host(),
+            subnet,
+        }
     }
 
     /// Static checks: subnet usable, gateway inside it, bridge name sane.
@@ -82,7 +91,10 @@ pub fn ruleset(nets: &[NatNetwork]) -> String {
     }
     s += "  }\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n";
     for n in nets {
-        s += &format!("    iifname \"{}\" ip saddr {} accept\n", n.bridge, n.subnet);
+        s += &format!(
+            "    iifname \"{}\" ip saddr {} accept\n",
+            n.bridge, n.subnet
+        );
         s += &format!(
             "    oifname \"{}\" ip daddr {} ct state established,related accept\n",
             n.bridge, n.subnet
@@ -101,12 +113,19 @@ fn nft(input: &str) -> Result<String, NatError> {
         .spawn()
         .map_err(NatError::NftMissing)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input.as_bytes()).map_err(NatError::NftMissing)?;
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(NatError::NftMissing)?;
     }
     let out = child.wait_with_output().map_err(NatError::NftMissing)?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("failed").trim().to_string();
+        let first = err
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("failed")
+            .trim()
+            .to_string();
         return Err(NatError::Nft(first));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -122,7 +141,10 @@ pub fn apply_rules(nets: &[NatNetwork]) -> Result<(), NatError> {
 
 /// Removes Keel's nftables table (and with it every rule); absent is fine.
 pub fn remove_rules() -> Result<(), NatError> {
-    nft(&format!("table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\n")).map(|_| ())
+    nft(&format!(
+        "table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\n"
+    ))
+    .map(|_| ())
 }
 
 /// Keel's table as `nft list` prints it, or None when it does not exist.
@@ -150,7 +172,13 @@ pub fn enable_forwarding() -> Result<(), NatError> {
 /// interface but the network's own bridge (the default route excepted).
 pub fn check_overlap(nl: &Netlink, net: &NatNetwork) -> Result<(), NatError> {
     let links = nl.links()?;
-    let name = |i: u32| links.iter().find(|l| l.index == i).map(|l| l.name.clone()).unwrap_or_else(|| i.to_string());
+    let name = |i: u32| {
+        links
+            .iter()
+            .find(|l| l.index == i)
+            .map(|l| l.name.clone())
+            .unwrap_or_else(|| i.to_string())
+    };
     let own = links.iter().find(|l| l.name == net.bridge).map(|l| l.index);
     for (idx, ip, prefix) in nl.addresses_v4()? {
         if Some(idx) == own || ip.is_loopback() {
@@ -158,7 +186,12 @@ pub fn check_overlap(nl: &Netlink, net: &NatNetwork) -> Result<(), NatError> {
         }
         let other = Ipv4Net::new_truncating(ip, prefix);
         if other.overlaps(&net.subnet) {
-            return Err(NatError::Overlap { subnet: net.subnet, what: "address", other: format!("{ip}/{prefix}"), dev: name(idx) });
+            return Err(NatError::Overlap {
+                subnet: net.subnet,
+                what: "address",
+                other: format!("{ip}/{prefix}"),
+                dev: name(idx),
+            });
         }
     }
     for (dst, oif) in nl.routes_v4()? {
@@ -167,7 +200,12 @@ pub fn check_overlap(nl: &Netlink, net: &NatNetwork) -> Result<(), NatError> {
         }
         if dst.overlaps(&net.subnet) {
             let dev = oif.map(name).unwrap_or_else(|| "-".into());
-            return Err(NatError::Overlap { subnet: net.subnet, what: "route", other: dst.to_string(), dev });
+            return Err(NatError::Overlap {
+                subnet: net.subnet,
+                what: "route",
+                other: dst.to_string(),
+                dev,
+            });
         }
     }
     Ok(())
@@ -187,7 +225,9 @@ pub fn setup(nl: &Netlink, nets: &[NatNetwork]) -> Result<(), NatError> {
         check_overlap(nl, a)?;
     }
     for n in nets {
-        let br = nl.link(&n.bridge)?.ok_or_else(|| NatError::NoBridge(n.bridge.clone()))?;
+        let br = nl
+            .link(&n.bridge)?
+            .ok_or_else(|| NatError::NoBridge(n.bridge.clone()))?;
         nl.add_address_v4(br.index, n.gateway, n.subnet.prefix())?;
     }
     enable_forwarding()?;
@@ -218,7 +258,9 @@ mod tests {
         assert!(r.contains("ip saddr 10.77.0.0/24 oifname != \"keelbr0\" masquerade"));
         assert!(r.contains("type nat hook postrouting priority srcnat"));
         assert!(r.contains("iifname \"keelbr0\" ip saddr 10.77.0.0/24 accept"));
-        assert!(r.contains("oifname \"keelbr0\" ip daddr 10.77.0.0/24 ct state established,related accept"));
+        assert!(r.contains(
+            "oifname \"keelbr0\" ip daddr 10.77.0.0/24 ct state established,related accept"
+        ));
         assert_eq!(r.matches('{').count(), r.matches('}').count());
     }
 

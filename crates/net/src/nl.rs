@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
-    AfSpecBridge, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoKind, LinkAttribute, LinkExtentMask,
-    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    AfSpecBridge, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoKind, LinkAttribute,
+    LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteType};
 use rtnetlink::packet_route::AddressFamily;
@@ -26,7 +26,11 @@ pub enum NetlinkError {
     #[error("Cannot start the netlink runtime: {0}")]
     Runtime(std::io::Error),
     #[error("Netlink {what} failed: {message}")]
-    Request { what: String, message: String, errno: Option<i32> },
+    Request {
+        what: String,
+        message: String,
+        errno: Option<i32>,
+    },
 }
 
 impl NetlinkError {
@@ -50,7 +54,11 @@ fn req_err(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkE
             Some(n) => std::io::Error::from_raw_os_error(n).to_string(),
             None => e.to_string(),
         };
-        NetlinkError::Request { what, message, errno }
+        NetlinkError::Request {
+            what,
+            message,
+            errno,
+        }
     }
 }
 
@@ -168,8 +176,14 @@ impl Netlink {
 
     /// The interface called `name`, if there is one.
     pub fn link(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
-        let r: Result<Vec<LinkMessage>, _> =
-            self.block(self.handle.link().get().match_name(name).execute().try_collect());
+        let r: Result<Vec<LinkMessage>, _> = self.block(
+            self.handle
+                .link()
+                .get()
+                .match_name(name)
+                .execute()
+                .try_collect(),
+        );
         match r {
             Ok(m) => Ok(m.first().map(parse_link)),
             Err(rtnetlink::Error::NetlinkError(e)) if -e.raw_code() == libc::ENODEV => Ok(None),
@@ -178,8 +192,14 @@ impl Netlink {
     }
 
     pub fn link_by_index(&self, index: u32) -> Result<Option<Link>, NetlinkError> {
-        let r: Result<Vec<LinkMessage>, _> =
-            self.block(self.handle.link().get().match_index(index).execute().try_collect());
+        let r: Result<Vec<LinkMessage>, _> = self.block(
+            self.handle
+                .link()
+                .get()
+                .match_index(index)
+                .execute()
+                .try_collect(),
+        );
         match r {
             Ok(m) => Ok(m.first().map(parse_link)),
             Err(rtnetlink::Error::NetlinkError(e)) if -e.raw_code() == libc::ENODEV => Ok(None),
@@ -189,12 +209,20 @@ impl Netlink {
 
     /// Sends a new link message (RTM_NEWLINK with create + exclusive).
     pub(crate) fn add_link(&self, msg: LinkMessage, what: &str) -> Result<(), NetlinkError> {
-        self.block(self.handle.link().add(msg).execute()).map_err(req_err(what))
+        self.block(self.handle.link().add(msg).execute())
+            .map_err(req_err(what))
     }
 
     /// Changes an existing link (RTM_SETLINK).
     pub(crate) fn set_link(&self, msg: LinkMessage, what: &str) -> Result<(), NetlinkError> {
-        self.block(self.handle.link().set(msg).execute()).map_err(req_err(what))
+        self.block(self.handle.link().set(msg).execute())
+            .map_err(req_err(what))
+    }
+
+    /// Creates a veth pair (both ends down).
+    pub fn add_veth(&self, name: &str, peer: &str) -> Result<(), NetlinkError> {
+        let msg = rtnetlink::LinkVeth::new(name, peer).build();
+        self.add_link(msg, &format!("veth {name} create"))
     }
 
     pub fn delete_link(&self, index: u32) -> Result<(), NetlinkError> {
@@ -209,11 +237,17 @@ impl Netlink {
     }
 
     pub fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
-        self.set_link(LinkUnspec::new_with_index(index).mtu(mtu).build(), "MTU change")
+        self.set_link(
+            LinkUnspec::new_with_index(index).mtu(mtu).build(),
+            "MTU change",
+        )
     }
 
     pub fn set_alias(&self, index: u32, alias: &str) -> Result<(), NetlinkError> {
-        self.set_link(LinkUnspec::new_with_index(index).alias(alias).build(), "alias change")
+        self.set_link(
+            LinkUnspec::new_with_index(index).alias(alias).build(),
+            "alias change",
+        )
     }
 
     /// Enslaves `index` to the bridge `master`, or frees it (None).
@@ -228,8 +262,14 @@ impl Netlink {
     }
 
     /// Sets a bridge option (e.g. VLAN filtering) on an existing bridge.
-    pub(crate) fn set_bridge_opts(&self, index: u32, opts: Vec<InfoBridge>) -> Result<(), NetlinkError> {
-        let mut b = LinkMessageBuilder::<rtnetlink::LinkBridge>::new_with_info_kind(InfoKind::Bridge).index(index);
+    pub(crate) fn set_bridge_opts(
+        &self,
+        index: u32,
+        opts: Vec<InfoBridge>,
+    ) -> Result<(), NetlinkError> {
+        let mut b =
+            LinkMessageBuilder::<rtnetlink::LinkBridge>::new_with_info_kind(InfoKind::Bridge)
+                .index(index);
         for o in opts {
             b = b.append_info_data(o);
         }
@@ -238,8 +278,14 @@ impl Netlink {
 
     /// The VLANs of a bridge port (or of the bridge itself).
     pub fn port_vlans(&self, index: u32) -> Result<Vec<PortVlan>, NetlinkError> {
-        let req = self.handle.link().get().set_filter_mask(AddressFamily::Bridge, vec![LinkExtentMask::Brvlan]);
-        let msgs: Vec<LinkMessage> = self.block(req.execute().try_collect()).map_err(req_err("bridge VLAN dump"))?;
+        let req = self
+            .handle
+            .link()
+            .get()
+            .set_filter_mask(AddressFamily::Bridge, vec![LinkExtentMask::Brvlan]);
+        let msgs: Vec<LinkMessage> = self
+            .block(req.execute().try_collect())
+            .map_err(req_err("bridge VLAN dump"))?;
         let mut out = Vec::new();
         for m in msgs.iter().filter(|m| m.header.index == index) {
             for a in &m.attributes {
@@ -260,14 +306,24 @@ impl Netlink {
     }
 
     /// `bridge vlan add vid VID [pvid untagged] dev PORT` (or a range `vid..=end`).
-    pub fn vlan_add(&self, index: u32, vid: u16, end: u16, access: bool) -> Result<(), NetlinkError> {
+    pub fn vlan_add(
+        &self,
+        index: u32,
+        vid: u16,
+        end: u16,
+        access: bool,
+    ) -> Result<(), NetlinkError> {
         let flags = if access {
             BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged
         } else {
             BridgeVlanInfoFlags::empty()
         };
         let b = LinkBridgeVlan::new(index);
-        let b = if end > vid { b.vlan_range_start(vid, flags).vlan_range_end(end, flags) } else { b.vlan(vid, flags) };
+        let b = if end > vid {
+            b.vlan_range_start(vid, flags).vlan_range_end(end, flags)
+        } else {
+            b.vlan(vid, flags)
+        };
         self.block(self.handle.link().set_port(b.build()).execute())
             .map_err(req_err(format!("bridge VLAN {vid} add")))
     }
@@ -276,7 +332,11 @@ impl Netlink {
     pub fn vlan_del(&self, index: u32, vid: u16, end: u16) -> Result<(), NetlinkError> {
         let f = BridgeVlanInfoFlags::empty();
         let b = LinkBridgeVlan::new(index);
-        let b = if end > vid { b.vlan_range_start(vid, f).vlan_range_end(end, f) } else { b.vlan(vid, f) };
+        let b = if end > vid {
+            b.vlan_range_start(vid, f).vlan_range_end(end, f)
+        } else {
+            b.vlan(vid, f)
+        };
         self.block(self.handle.link().del_with_message(b.build()).execute())
             .map_err(req_err(format!("bridge VLAN {vid} delete")))
     }
@@ -289,7 +349,9 @@ impl Netlink {
         let mut out = Vec::new();
         for m in msgs {
             for a in &m.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) = a {
+                if let AddressAttribute::Local(IpAddr::V4(ip))
+                | AddressAttribute::Address(IpAddr::V4(ip)) = a
+                {
                     out.push((m.header.index, *ip, m.header.prefix_len));
                     break;
                 }
@@ -300,7 +362,12 @@ impl Netlink {
 
     /// Adds an IPv4 address to an interface; an existing identical one is fine.
     pub fn add_address_v4(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), NetlinkError> {
-        match self.block(self.handle.address().add(index, IpAddr::V4(ip), prefix).execute()) {
+        match self.block(
+            self.handle
+                .address()
+                .add(index, IpAddr::V4(ip), prefix)
+                .execute(),
+        ) {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(e)) if -e.raw_code() == libc::EEXIST => Ok(()),
             Err(e) => Err(req_err(format!("address add {ip}/{prefix}"))(e)),
@@ -310,11 +377,20 @@ impl Netlink {
     /// Removes an IPv4 address from an interface; a missing one is fine.
     pub fn del_address_v4(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), NetlinkError> {
         let msgs: Vec<_> = self
-            .block(self.handle.address().get().set_link_index_filter(index).execute().try_collect())
+            .block(
+                self.handle
+                    .address()
+                    .get()
+                    .set_link_index_filter(index)
+                    .execute()
+                    .try_collect(),
+            )
             .map_err(req_err("address dump"))?;
         for m in msgs {
             let matches = m.header.prefix_len == prefix
-                && m.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(x)) if *x == ip));
+                && m.attributes
+                    .iter()
+                    .any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(x)) if *x == ip));
             if matches {
                 self.block(self.handle.address().del(m).execute())
                     .map_err(req_err(format!("address delete {ip}/{prefix}")))?;
@@ -343,7 +419,10 @@ impl Netlink {
                     _ => {}
                 }
             }
-            out.push((Ipv4Net::new_truncating(dst, m.header.destination_prefix_length), oif));
+            out.push((
+                Ipv4Net::new_truncating(dst, m.header.destination_prefix_length),
+                oif,
+            ));
         }
         Ok(out)
     }

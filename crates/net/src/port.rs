@@ -69,7 +69,9 @@ pub fn check_name(name: &str) -> Result<(), PortError> {
     let rest = name.strip_prefix(TAP_PREFIX).unwrap_or("");
     let ok = !rest.is_empty()
         && name.len() < 16
-        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -89,12 +91,16 @@ pub fn check_vlan(vlan: u32) -> Result<u16, PortError> {
 pub fn is_keel_tap(l: &Link) -> bool {
     l.name.starts_with(TAP_PREFIX)
         && l.kind.as_deref() == Some("tun")
-        && l.alias.as_deref().is_some_and(|a| a.starts_with(PORT_ALIAS_PREFIX))
+        && l.alias
+            .as_deref()
+            .is_some_and(|a| a.starts_with(PORT_ALIAS_PREFIX))
 }
 
 fn owned(nl: &Netlink, name: &str) -> Result<Link, PortError> {
     check_name(name)?;
-    let l = nl.link(name)?.ok_or_else(|| PortError::NotFound(name.to_string()))?;
+    let l = nl
+        .link(name)?
+        .ok_or_else(|| PortError::NotFound(name.to_string()))?;
     if !is_keel_tap(&l) {
         return Err(PortError::NotOwned(name.to_string()));
     }
@@ -121,7 +127,9 @@ pub fn create(nl: &Netlink, spec: &PortSpec) -> Result<PortInfo, PortError> {
         }
     })?;
     let res = (|| {
-        let l = nl.link(&spec.name)?.ok_or_else(|| PortError::NotFound(spec.name.clone()))?;
+        let l = nl
+            .link(&spec.name)?
+            .ok_or_else(|| PortError::NotFound(spec.name.clone()))?;
         nl.set_alias(l.index, &format!("{PORT_ALIAS_PREFIX}{}", spec.label))?;
         attach(nl, &spec.name, &spec.bridge, spec.vlan)?;
         set_link(nl, &spec.name, spec.up)?;
@@ -196,16 +204,27 @@ pub fn delete(nl: &Netlink, name: &str) -> Result<(), PortError> {
 }
 
 fn port_info(nl: &Netlink, links: &[Link], l: &Link) -> Result<PortInfo, PortError> {
-    let bridge = l.master.and_then(|m| links.iter().find(|b| b.index == m)).map(|b| b.name.clone());
+    let bridge = l
+        .master
+        .and_then(|m| links.iter().find(|b| b.index == m))
+        .map(|b| b.name.clone());
     let pvid = if l.master.is_some() {
-        nl.port_vlans(l.index)?.iter().find(|v| v.pvid).map(|v| v.vid)
+        nl.port_vlans(l.index)?
+            .iter()
+            .find(|v| v.pvid)
+            .map(|v| v.vid)
     } else {
         None
     };
     Ok(PortInfo {
         name: l.name.clone(),
         index: l.index,
-        label: l.alias.as_deref().and_then(|a| a.strip_prefix(PORT_ALIAS_PREFIX)).unwrap_or("").to_string(),
+        label: l
+            .alias
+            .as_deref()
+            .and_then(|a| a.strip_prefix(PORT_ALIAS_PREFIX))
+            .unwrap_or("")
+            .to_string(),
         bridge,
         up: l.up,
         mtu: l.mtu,
@@ -222,7 +241,11 @@ pub fn get(nl: &Netlink, name: &str) -> Result<PortInfo, PortError> {
 /// Every Keel TAP on the host (to find what a crash left behind).
 pub fn list(nl: &Netlink) -> Result<Vec<PortInfo>, PortError> {
     let links = nl.links()?;
-    links.iter().filter(|l| is_keel_tap(l)).map(|l| port_info(nl, &links, l)).collect()
+    links
+        .iter()
+        .filter(|l| is_keel_tap(l))
+        .map(|l| port_info(nl, &links, l))
+        .collect()
 }
 
 #[cfg(test)]

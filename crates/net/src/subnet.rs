@@ -29,7 +29,10 @@ impl Ipv4Net {
     /// A network from an address and prefix; host bits are cleared.
     pub fn new_truncating(addr: Ipv4Addr, prefix: u8) -> Ipv4Net {
         let prefix = prefix.min(32);
-        Ipv4Net { addr: Ipv4Addr::from(u32::from(addr) & mask(prefix)), prefix }
+        Ipv4Net {
+            addr: Ipv4Addr::from(u32::from(addr) & mask(prefix)),
+            prefix,
+        }
     }
 
     pub fn network(&self) -> Ipv4Addr {
@@ -75,8 +78,13 @@ impl Ipv4Net {
             return Err(SubnetError::Size(*self));
         }
         let a = self.addr;
-        if a.is_loopback() || a.is_link_local() || a.is_multicast() || a.is_broadcast()
-            || a.is_unspecified() || a.octets()[0] == 0 || a.octets()[0] >= 240
+        if a.is_loopback()
+            || a.is_link_local()
+            || a.is_multicast()
+            || a.is_broadcast()
+            || a.is_unspecified()
+            || a.octets()[0] == 0
+            || a.octets()[0] >= 240
         {
             return Err(SubnetError::Reserved(*self));
         }
@@ -102,7 +110,9 @@ impl FromStr for Ipv4Net {
     type Err = SubnetError;
     fn from_str(s: &str) -> Result<Self, SubnetError> {
         let short: String = s.chars().take(40).collect();
-        let (a, p) = s.split_once('/').ok_or_else(|| SubnetError::Syntax(short.clone()))?;
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| SubnetError::Syntax(short.clone()))?;
         let addr: Ipv4Addr = a.parse().map_err(|_| SubnetError::Syntax(short.clone()))?;
         let prefix: u8 = p.parse().map_err(|_| SubnetError::Syntax(short.clone()))?;
         if prefix > 32 || p.starts_with('+') {
@@ -147,11 +157,25 @@ mod tests {
         assert_eq!(net.hosts().count(), 254);
         assert!(net.contains(Ipv4Addr::new(10, 77, 0, 200)));
         assert!(!net.contains(Ipv4Addr::new(10, 77, 1, 1)));
-        assert!(matches!("10.77.0.1/24".parse::<Ipv4Net>(), Err(SubnetError::HostBits(_, x)) if x == net));
-        for bad in ["10.77.0.0", "10.77.0.0/33", "x/24", "10.77.0.0/+4", "10.77.0.0/"] {
-            assert!(matches!(bad.parse::<Ipv4Net>(), Err(SubnetError::Syntax(_))), "{bad}");
+        assert!(
+            matches!("10.77.0.1/24".parse::<Ipv4Net>(), Err(SubnetError::HostBits(_, x)) if x == net)
+        );
+        for bad in [
+            "10.77.0.0",
+            "10.77.0.0/33",
+            "x/24",
+            "10.77.0.0/+4",
+            "10.77.0.0/",
+        ] {
+            assert!(
+                matches!(bad.parse::<Ipv4Net>(), Err(SubnetError::Syntax(_))),
+                "{bad}"
+            );
         }
-        assert_eq!(n("0.0.0.0/0").hosts().next(), Some(Ipv4Addr::new(0, 0, 0, 1)));
+        assert_eq!(
+            n("0.0.0.0/0").hosts().next(),
+            Some(Ipv4Addr::new(0, 0, 0, 1))
+        );
     }
 
     #[test]
@@ -167,10 +191,25 @@ mod tests {
     fn usable() {
         assert!(n("10.77.0.0/24").check_usable().is_ok());
         assert!(n("192.168.100.0/29").check_usable().is_ok());
-        assert!(matches!(n("10.77.0.0/30").check_usable(), Err(SubnetError::Size(_))));
-        assert!(matches!(n("10.0.0.0/7").check_usable(), Err(SubnetError::Size(_))));
-        assert!(matches!(n("127.0.0.0/8").check_usable(), Err(SubnetError::Reserved(_))));
-        assert!(matches!(n("169.254.0.0/16").check_usable(), Err(SubnetError::Reserved(_))));
-        assert!(matches!(n("224.0.0.0/8").check_usable(), Err(SubnetError::Reserved(_))));
+        assert!(matches!(
+            n("10.77.0.0/30").check_usable(),
+            Err(SubnetError::Size(_))
+        ));
+        assert!(matches!(
+            n("10.0.0.0/7").check_usable(),
+            Err(SubnetError::Size(_))
+        ));
+        assert!(matches!(
+            n("127.0.0.0/8").check_usable(),
+            Err(SubnetError::Reserved(_))
+        ));
+        assert!(matches!(
+            n("169.254.0.0/16").check_usable(),
+            Err(SubnetError::Reserved(_))
+        ));
+        assert!(matches!(
+            n("224.0.0.0/8").check_usable(),
+            Err(SubnetError::Reserved(_))
+        ));
     }
 }

@@ -72,7 +72,9 @@ pub fn check_ifname(name: &str) -> Result<(), SwitchError> {
         && name.len() < 16
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -92,7 +94,10 @@ fn label_of(l: &Link) -> Option<String> {
     if l.kind.as_deref() != Some("bridge") {
         return None;
     }
-    l.alias.as_deref()?.strip_prefix(SWITCH_ALIAS_PREFIX).map(str::to_string)
+    l.alias
+        .as_deref()?
+        .strip_prefix(SWITCH_ALIAS_PREFIX)
+        .map(str::to_string)
 }
 
 fn info(links: &[Link], br: &Link, label: String) -> SwitchInfo {
@@ -136,14 +141,16 @@ pub fn get(nl: &Netlink, ifname: &str) -> Result<SwitchInfo, SwitchError> {
 
 fn owned(nl: &Netlink, ifname: &str) -> Result<Link, SwitchError> {
     check_ifname(ifname)?;
-    let l = nl.link(ifname)?.ok_or_else(|| SwitchError::NotFound(ifname.to_string()))?;
+    let l = nl
+        .link(ifname)?
+        .ok_or_else(|| SwitchError::NotFound(ifname.to_string()))?;
     if label_of(&l).is_none() {
         return Err(SwitchError::NotOwned(ifname.to_string()));
     }
     Ok(l)
 }
 
-/// Creates the bridge (VLAN filtering on, up), marks it as Keel's and
+/// Creates the bridge (VLAN filtering on where the kernel has it, up), marks it as Keel's and
 /// enslaves the uplinks. On failure nothing is left behind.
 pub fn create(nl: &Netlink, spec: &SwitchSpec) -> Result<SwitchInfo, SwitchError> {
     check_ifname(&spec.ifname)?;
@@ -154,11 +161,14 @@ pub fn create(nl: &Netlink, spec: &SwitchSpec) -> Result<SwitchInfo, SwitchError
     for u in &spec.uplinks {
         check_uplink(nl, &spec.ifname, u)?;
     }
-    let msg = LinkBridge::new(&spec.ifname).vlan_filtering(true).mtu(spec.mtu).build();
+    let msg = LinkBridge::new(&spec.ifname).mtu(spec.mtu).build();
     nl.add_link(msg, &format!("bridge {} create", spec.ifname))?;
     let res = (|| {
-        let br = nl.link(&spec.ifname)?.ok_or_else(|| SwitchError::NotFound(spec.ifname.clone()))?;
+        let br = nl
+            .link(&spec.ifname)?
+            .ok_or_else(|| SwitchError::NotFound(spec.ifname.clone()))?;
         nl.set_alias(br.index, &format!("{SWITCH_ALIAS_PREFIX}{}", spec.label))?;
+        enable_vlan_filtering(nl, br.index)?;
         for u in &spec.uplinks {
             add_uplink(nl, &spec.ifname, u)?;
         }
@@ -170,6 +180,17 @@ pub fn create(nl: &Netlink, spec: &SwitchSpec) -> Result<SwitchInfo, SwitchError
         }
     }
     res
+}
+
+/// Turns VLAN filtering on; false when the kernel lacks it
+/// (CONFIG_BRIDGE_VLAN_FILTERING): the bridge then carries untagged port
+/// groups only.
+fn enable_vlan_filtering(nl: &Netlink, index: u32) -> Result<bool, SwitchError> {
+    match nl.set_bridge_opts(index, vec![InfoBridge::VlanFiltering(true)]) {
+        Ok(()) => Ok(nl.link_by_index(index)?.and_then(|l| l.vlan_filtering) == Some(true)),
+        Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Deletes a Keel bridge; its uplinks are released (they stay on the host).
@@ -201,18 +222,39 @@ pub fn set_up(nl: &Netlink, ifname: &str, up: bool) -> Result<(), SwitchError> {
 fn check_uplink(nl: &Netlink, bridge: &str, nic: &str) -> Result<Link, SwitchError> {
     check_ifname(nic)?;
     if nic == bridge {
-        return Err(SwitchError::UplinkInvalid(nic.to_string(), "it is the bridge itself"));
+        return Err(SwitchError::UplinkInvalid(
+            nic.to_string(),
+            "it is the bridge itself",
+        ));
     }
-    let l = nl.link(nic)?.ok_or_else(|| SwitchError::UplinkMissing(nic.to_string()))?;
+    let l = nl
+        .link(nic)?
+        .ok_or_else(|| SwitchError::UplinkMissing(nic.to_string()))?;
     if let Some(m) = l.master {
-        let name = nl.link_by_index(m)?.map(|b| b.name).unwrap_or_else(|| m.to_string());
+        let name = nl
+            .link_by_index(m)?
+            .map(|b| b.name)
+            .unwrap_or_else(|| m.to_string());
         return Err(SwitchError::UplinkEnslaved(nic.to_string(), name));
     }
     match l.kind.as_deref() {
-        Some("bridge") => return Err(SwitchError::UplinkInvalid(nic.to_string(), "it is a bridge")),
-        _ if nic == "lo" => return Err(SwitchError::UplinkInvalid(nic.to_string(), "it is the loopback")),
+        Some("bridge") => {
+            return Err(SwitchError::UplinkInvalid(
+                nic.to_string(),
+                "it is a bridge",
+            ))
+        }
+        _ if nic == "lo" => {
+            return Err(SwitchError::UplinkInvalid(
+                nic.to_string(),
+                "it is the loopback",
+            ))
+        }
         _ if port::is_keel_tap(&l) => {
-            return Err(SwitchError::UplinkInvalid(nic.to_string(), "it is a VM port"))
+            return Err(SwitchError::UplinkInvalid(
+                nic.to_string(),
+                "it is a VM port",
+            ))
         }
         _ => {}
     }
@@ -243,7 +285,9 @@ pub fn add_uplink(nl: &Netlink, ifname: &str, nic: &str) -> Result<(), SwitchErr
 
 pub fn remove_uplink(nl: &Netlink, ifname: &str, nic: &str) -> Result<(), SwitchError> {
     let br = owned(nl, ifname)?;
-    let l = nl.link(nic)?.ok_or_else(|| SwitchError::UplinkMissing(nic.to_string()))?;
+    let l = nl
+        .link(nic)?
+        .ok_or_else(|| SwitchError::UplinkMissing(nic.to_string()))?;
     if l.master != Some(br.index) || port::is_keel_tap(&l) {
         return Err(SwitchError::NotUplink(nic.to_string(), ifname.to_string()));
     }
@@ -281,8 +325,7 @@ pub fn ensure(nl: &Netlink, spec: &SwitchSpec) -> Result<EnsureReport, SwitchErr
         nl.set_alias(br.index, &want_alias)?;
         rep.changed.push("label".into());
     }
-    if br.vlan_filtering != Some(true) {
-        nl.set_bridge_opts(br.index, vec![InfoBridge::VlanFiltering(true)])?;
+    if br.vlan_filtering != Some(true) && enable_vlan_filtering(nl, br.index)? {
         rep.changed.push("vlan_filtering".into());
     }
     if br.mtu != spec.mtu {
@@ -313,7 +356,10 @@ mod tests {
         assert!(check_ifname("keelbr0").is_ok());
         assert!(check_ifname("a.b-c_d").is_ok());
         for bad in ["", "0123456789abcdef", "a b", "a/b", ".", "..", "é"] {
-            assert!(matches!(check_ifname(bad), Err(SwitchError::Name(_))), "{bad}");
+            assert!(
+                matches!(check_ifname(bad), Err(SwitchError::Name(_))),
+                "{bad}"
+            );
         }
         assert!(check_mtu(68).is_ok() && check_mtu(1500).is_ok() && check_mtu(9000).is_ok());
         assert!(matches!(check_mtu(67), Err(SwitchError::Mtu(67))));

@@ -25,13 +25,18 @@ pub fn create_persistent_tap(name: &str, owner: Option<u32>) -> io::Result<()> {
         .custom_flags(libc::O_CLOEXEC)
         .open("/dev/net/tun")?;
     let fd = file.as_raw_fd();
-    let mut req = IfReqFlags { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
     let n = name.as_bytes();
     if n.is_empty() || n.len() >= libc::IFNAMSIZ {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     req.name[..n.len()].copy_from_slice(n);
-    req.flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | libc::IFF_TUN_EXCL) as libc::c_short;
+    req.flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | libc::IFF_TUN_EXCL)
+        as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes a struct ifreq; `req` has its layout
     // (name, then the flags in the union) and lives across the call.
     if unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut req as *mut IfReqFlags) } < 0 {
@@ -52,7 +57,15 @@ pub fn create_persistent_tap(name: &str, owner: Option<u32>) -> io::Result<()> {
 
 fn setsockopt_raw(fd: i32, level: i32, opt: i32, val: &[u8]) -> io::Result<()> {
     // SAFETY: `val` is a live buffer of the given length for the call.
-    let r = unsafe { libc::setsockopt(fd, level, opt, val.as_ptr().cast(), val.len() as libc::socklen_t) };
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            val.as_ptr().cast(),
+            val.len() as libc::socklen_t,
+        )
+    };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -47,7 +47,13 @@ impl DhcpCore {
         let mut table = Table::default();
         for l in leases {
             if cfg.in_pool(l.ip) && l.mac.validate().is_ok() && table.holder(l.ip, 0).is_none() {
-                table.by_mac.insert(l.mac, Entry { lease: l, bound: true });
+                table.by_mac.insert(
+                    l.mac,
+                    Entry {
+                        lease: l,
+                        bound: true,
+                    },
+                );
             }
         }
         DhcpCore { cfg, table }
@@ -76,21 +82,30 @@ impl DhcpCore {
         let msg = match Message::decode(&mut Decoder::new(buf)) {
             Ok(m) => m,
             Err(e) => {
-                let out = Outcome { note: Some(format!("Undecodable DHCP message: {e}")), ..Default::default() };
+                let out = Outcome {
+                    note: Some(format!("Undecodable DHCP message: {e}")),
+                    ..Default::default()
+                };
                 return (None, out);
             }
         };
         let out = self.handle(&msg, now);
         let bytes = out.reply.as_ref().and_then(|r| {
             let mut v = Vec::with_capacity(576);
-            r.msg.encode(&mut Encoder::new(&mut v)).ok().map(|_| (v, r.dest))
+            r.msg
+                .encode(&mut Encoder::new(&mut v))
+                .ok()
+                .map(|_| (v, r.dest))
         });
         (bytes, out)
     }
 
     /// Handles one request.
     pub fn handle(&mut self, req: &Message, now: u64) -> Outcome {
-        let ignore = |why: &str| Outcome { note: Some(why.to_string()), ..Default::default() };
+        let ignore = |why: &str| Outcome {
+            note: Some(why.to_string()),
+            ..Default::default()
+        };
         if req.opcode() != Opcode::BootRequest {
             return ignore("Not a BOOTREQUEST");
         }
@@ -118,7 +133,9 @@ impl DhcpCore {
     }
 
     fn expire_offers(&mut self, now: u64) {
-        self.table.by_mac.retain(|_, e| e.bound || e.lease.expires > now);
+        self.table
+            .by_mac
+            .retain(|_, e| e.bound || e.lease.expires > now);
         self.table.declined.retain(|_, until| *until > now);
     }
 
@@ -133,13 +150,18 @@ impl DhcpCore {
         if let Some(ip) = requested {
             if self.cfg.in_pool(ip)
                 && self.table.free_for(ip, mac, now)
-                && !self.table.by_mac.values().any(|e| e.lease.ip == ip && e.lease.mac != mac)
+                && !self
+                    .table
+                    .by_mac
+                    .values()
+                    .any(|e| e.lease.ip == ip && e.lease.mac != mac)
             {
                 return Some(ip);
             }
         }
         let unused = self.cfg.pool().find(|ip| {
-            self.table.free_for(*ip, mac, now) && !self.table.by_mac.values().any(|e| e.lease.ip == *ip)
+            self.table.free_for(*ip, mac, now)
+                && !self.table.by_mac.values().any(|e| e.lease.ip == *ip)
         });
         if unused.is_some() {
             return unused;
@@ -147,7 +169,9 @@ impl DhcpCore {
         self.table
             .by_mac
             .values()
-            .filter(|e| e.lease.mac != mac && e.lease.expires <= now && self.cfg.in_pool(e.lease.ip))
+            .filter(|e| {
+                e.lease.mac != mac && e.lease.expires <= now && self.cfg.in_pool(e.lease.ip)
+            })
             .filter(|e| self.table.free_for(e.lease.ip, mac, now))
             .min_by_key(|e| e.lease.expires)
             .map(|e| e.lease.ip)
@@ -155,20 +179,43 @@ impl DhcpCore {
 
     fn discover(&mut self, req: &Message, mac: Mac, now: u64) -> Outcome {
         let Some(ip) = self.choose(mac, requested_ip(req), now) else {
-            return Outcome { note: Some(format!("Address pool exhausted: no offer to {mac}")), ..Default::default() };
+            return Outcome {
+                note: Some(format!("Address pool exhausted: no offer to {mac}")),
+                ..Default::default()
+            };
         };
         self.table.evict_ip(ip, mac);
         let hostname = hostname(req);
-        let bound_before = self.table.by_mac.get(&mac).is_some_and(|e| e.bound && e.lease.ip == ip);
+        let bound_before = self
+            .table
+            .by_mac
+            .get(&mac)
+            .is_some_and(|e| e.bound && e.lease.ip == ip);
         let entry = self.table.by_mac.entry(mac).or_insert(Entry {
-            lease: Lease { mac, ip, expires: 0, hostname: None },
+            lease: Lease {
+                mac,
+                ip,
+                expires: 0,
+                hostname: None,
+            },
             bound: false,
         });
         if !bound_before {
-            *entry = Entry { lease: Lease { mac, ip, expires: now + OFFER_SECS, hostname }, bound: false };
+            *entry = Entry {
+                lease: Lease {
+                    mac,
+                    ip,
+                    expires: now + OFFER_SECS,
+                    hostname,
+                },
+                bound: false,
+            };
         }
         let reply = self.reply(req, MessageType::Offer, ip);
-        Outcome { reply: Some(reply), ..Default::default() }
+        Outcome {
+            reply: Some(reply),
+            ..Default::default()
+        }
     }
 
     fn request(&mut self, req: &Message, mac: Mac, now: u64) -> Outcome {
@@ -183,11 +230,18 @@ impl DhcpCore {
                 if changed {
                     self.table.by_mac.remove(&mac);
                 }
-                return Outcome { note: Some(format!("{mac} chose server {sid}")), ..Default::default() };
+                return Outcome {
+                    note: Some(format!("{mac} chose server {sid}")),
+                    ..Default::default()
+                };
             }
         }
         let ciaddr = req.ciaddr();
-        let wanted = requested_ip(req).or(if ciaddr.is_unspecified() { None } else { Some(ciaddr) });
+        let wanted = requested_ip(req).or(if ciaddr.is_unspecified() {
+            None
+        } else {
+            Some(ciaddr)
+        });
         let Some(ip) = wanted else {
             return self.nak(req, "REQUEST names no address");
         };
@@ -209,14 +263,24 @@ impl DhcpCore {
             mac,
             ip,
             expires: now + u64::from(self.cfg.lease_secs),
-            hostname: hostname(req).or_else(|| self.table.by_mac.get(&mac).and_then(|e| e.lease.hostname.clone())),
+            hostname: hostname(req).or_else(|| {
+                self.table
+                    .by_mac
+                    .get(&mac)
+                    .and_then(|e| e.lease.hostname.clone())
+            }),
         };
         self.table.by_mac.insert(mac, Entry { lease, bound: true });
         let mut reply = self.reply(req, MessageType::Ack, ip);
         if !ciaddr.is_unspecified() && !req.flags().broadcast() {
             reply.dest = ciaddr;
         }
-        Outcome { reply: Some(reply), bound: Some((mac, ip)), leases_changed: true, note: None }
+        Outcome {
+            reply: Some(reply),
+            bound: Some((mac, ip)),
+            leases_changed: true,
+            note: None,
+        }
     }
 
     fn release(&mut self, req: &Message, mac: Mac, now: u64) -> Outcome {
@@ -232,10 +296,21 @@ impl DhcpCore {
 
     fn decline(&mut self, req: &Message, mac: Mac, now: u64) -> Outcome {
         let Some(ip) = requested_ip(req) else {
-            return Outcome { note: Some("DECLINE names no address".into()), ..Default::default() };
+            return Outcome {
+                note: Some("DECLINE names no address".into()),
+                ..Default::default()
+            };
         };
-        let mut out = Outcome { note: Some(format!("{mac} declined {ip}: in use on the network")), ..Default::default() };
-        if self.table.by_mac.get(&mac).is_some_and(|e| e.lease.ip == ip) {
+        let mut out = Outcome {
+            note: Some(format!("{mac} declined {ip}: in use on the network")),
+            ..Default::default()
+        };
+        if self
+            .table
+            .by_mac
+            .get(&mac)
+            .is_some_and(|e| e.lease.ip == ip)
+        {
             out.leases_changed = self.table.by_mac.remove(&mac).is_some_and(|e| e.bound);
             if self.cfg.in_pool(ip) {
                 self.table.declined.insert(ip, now + DECLINE_SECS);
@@ -252,16 +327,24 @@ impl DhcpCore {
         if !req.ciaddr().is_unspecified() {
             reply.dest = req.ciaddr();
         }
-        Outcome { reply: Some(reply), ..Default::default() }
+        Outcome {
+            reply: Some(reply),
+            ..Default::default()
+        }
     }
 
     fn nak(&mut self, req: &Message, why: &str) -> Outcome {
         let mut msg = base_reply(req);
-        msg.opts_mut().insert(DhcpOption::MessageType(MessageType::Nak));
-        msg.opts_mut().insert(DhcpOption::ServerIdentifier(self.cfg.gateway));
+        msg.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Nak));
+        msg.opts_mut()
+            .insert(DhcpOption::ServerIdentifier(self.cfg.gateway));
         msg.opts_mut().insert(DhcpOption::Message(why.to_string()));
         Outcome {
-            reply: Some(Reply { msg, dest: Ipv4Addr::BROADCAST }),
+            reply: Some(Reply {
+                msg,
+                dest: Ipv4Addr::BROADCAST,
+            }),
             note: Some(why.to_string()),
             ..Default::default()
         }
@@ -286,7 +369,10 @@ impl DhcpCore {
         if let Some(d) = &c.domain {
             o.insert(DhcpOption::DomainName(d.clone()));
         }
-        Reply { msg, dest: Ipv4Addr::BROADCAST }
+        Reply {
+            msg,
+            dest: Ipv4Addr::BROADCAST,
+        }
     }
 }
 
@@ -299,7 +385,8 @@ fn base_reply(req: &Message) -> Message {
         Ipv4Addr::UNSPECIFIED,
         &req.chaddr()[..6],
     );
-    msg.set_opcode(Opcode::BootReply).set_flags(Flags::new(u16::from(req.flags())));
+    msg.set_opcode(Opcode::BootReply)
+        .set_flags(Flags::new(u16::from(req.flags())));
     msg
 }
 
@@ -312,9 +399,11 @@ fn requested_ip(req: &Message) -> Option<Ipv4Addr> {
 
 fn hostname(req: &Message) -> Option<String> {
     match req.opts().get(OptionCode::Hostname) {
-        Some(DhcpOption::Hostname(h)) if !h.is_empty() && h.len() <= 63 => {
-            Some(h.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect())
-        }
+        Some(DhcpOption::Hostname(h)) if !h.is_empty() && h.len() <= 63 => Some(
+            h.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+                .collect(),
+        ),
         _ => None,
     }
 }

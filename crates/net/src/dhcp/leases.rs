@@ -52,12 +52,21 @@ pub fn load(path: &Path) -> Result<Vec<Lease>, LeaseFileError> {
 /// Writes the lease file atomically: temp file, fsync, rename, fsync of the directory.
 pub fn save(path: &Path, leases: &[Lease]) -> Result<(), LeaseFileError> {
     let werr = |e| LeaseFileError::Write(path.to_path_buf(), e);
-    let file = LeaseFile { version: 1, leases: leases.to_vec() };
-    let mut data = serde_json::to_vec_pretty(&file)
-        .map_err(|e| werr(std::io::Error::other(e.to_string())))?;
+    let file = LeaseFile {
+        version: 1,
+        leases: leases.to_vec(),
+    };
+    let mut data =
+        serde_json::to_vec_pretty(&file).map_err(|e| werr(std::io::Error::other(e.to_string())))?;
     data.push(b'\n');
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let res = (|| {
         let mut f = fs::File::create(&tmp)?;
@@ -111,6 +120,10 @@ impl Table {
     }
 
     pub fn bound(&self) -> Vec<Lease> {
-        self.by_mac.values().filter(|e| e.bound).map(|e| e.lease.clone()).collect()
+        self.by_mac
+            .values()
+            .filter(|e| e.bound)
+            .map(|e| e.lease.clone())
+            .collect()
     }
 }

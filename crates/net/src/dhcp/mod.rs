@@ -113,7 +113,9 @@ pub fn resolvers_from(resolv_conf: &str) -> Vec<Ipv4Addr> {
 /// The DNS servers to give VMs: the host's resolvers from /etc/resolv.conf
 /// when it names reachable ones, else the gateway.
 pub fn default_dns(gateway: Ipv4Addr) -> Vec<Ipv4Addr> {
-    let found = std::fs::read_to_string("/etc/resolv.conf").map(|s| resolvers_from(&s)).unwrap_or_default();
+    let found = std::fs::read_to_string("/etc/resolv.conf")
+        .map(|s| resolvers_from(&s))
+        .unwrap_or_default();
     if found.is_empty() {
         vec![gateway]
     } else {

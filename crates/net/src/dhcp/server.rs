@@ -46,7 +46,10 @@ pub struct DhcpServer {
 }
 
 pub(crate) fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn lock(core: &Mutex<DhcpCore>) -> MutexGuard<'_, DhcpCore> {
@@ -65,12 +68,23 @@ impl DhcpServer {
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| DhcpError::Socket(opts.bridge.clone(), e))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, s, file, on_bind, br) = (core.clone(), stop.clone(), opts.lease_file, opts.on_bind, opts.bridge.clone());
+        let (c, s, file, on_bind, br) = (
+            core.clone(),
+            stop.clone(),
+            opts.lease_file,
+            opts.on_bind,
+            opts.bridge.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name(format!("dhcp-{}", opts.bridge))
             .spawn(move || serve(sock, c, s, file, on_bind, br))
             .map_err(DhcpError::Thread)?;
-        Ok(DhcpServer { core, stop, thread: Some(thread), bridge: opts.bridge })
+        Ok(DhcpServer {
+            core,
+            stop,
+            thread: Some(thread),
+            bridge: opts.bridge,
+        })
     }
 
     pub fn bridge(&self) -> &str {
@@ -118,7 +132,14 @@ fn serve(
     while !stop.load(Ordering::SeqCst) {
         let n = match sock.recv_from(&mut buf) {
             Ok((n, _)) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 eprintln!("keel dhcp on {bridge}: receive failed: {e}");
