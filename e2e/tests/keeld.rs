@@ -510,8 +510,18 @@ fn bad_requests_get_clear_4xx_answers() {
     assert_eq!(status(err), 404);
     // A body over the limit.
     let huge = serde_json::json!({"name": "x".repeat(2 * 1024 * 1024), "boot": {"kernel": "/k"}});
-    let err = c.call::<Task, _>("POST", "/vms", Some(&huge)).unwrap_err();
-    assert_eq!(status(err), 413);
+    // keeld answers 413 as soon as the headers show the size and closes
+    // the connection; a client still sending may see that as a broken pipe
+    // instead of reading the answer (the 413 itself is checked without
+    // sockets in keeld's own tests).
+    match c.call::<Task, _>("POST", "/vms", Some(&huge)) {
+        Err(ClientError::Api { status, .. }) => assert_eq!(status, 413),
+        Err(ClientError::Transport(m)) => assert!(
+            m.contains("Broken pipe") || m.contains("reset") || m.contains("closed"),
+            "{m}"
+        ),
+        other => panic!("a body over the limit was taken: {other:?}"),
+    }
     // Repeated wrong passwords are rate limited.
     let mut last = 0;
     for _ in 0..12 {
