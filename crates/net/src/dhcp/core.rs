@@ -46,7 +46,10 @@ impl DhcpCore {
     pub fn new(cfg: DhcpConfig, leases: Vec<Lease>) -> DhcpCore {
         let mut table = Table::default();
         for l in leases {
-            if cfg.in_pool(l.ip) && l.mac.validate().is_ok() && table.holder(l.ip, 0).is_none() {
+            if cfg.in_pool(l.ip)
+                && l.mac.validate().is_ok()
+                && !table.by_mac.values().any(|e| e.lease.ip == l.ip)
+            {
                 table.by_mac.insert(
                     l.mac,
                     Entry {

@@ -480,3 +480,27 @@ fn config_validation_and_resolvers() {
     );
     assert!(!default_dns(GW).is_empty());
 }
+
+#[test]
+fn duplicate_or_foreign_leases_in_a_file_are_dropped_on_load() {
+    let l = |m: u8, ip: [u8; 4], expires: u64| Lease {
+        mac: mac(m),
+        ip: Ipv4Addr::from(ip),
+        expires,
+        hostname: None,
+    };
+    let loaded = vec![
+        l(1, [10, 77, 0, 5], 0),
+        l(2, [10, 77, 0, 5], 0),
+        l(3, [10, 77, 0, 1], 99),
+        l(4, [10, 77, 1, 5], 99),
+        Lease {
+            mac: Mac([1, 0, 0, 0, 0, 1]),
+            ip: Ipv4Addr::new(10, 77, 0, 9),
+            expires: 99,
+            hostname: None,
+        },
+    ];
+    let core = DhcpCore::new(cfg(), loaded);
+    assert_eq!(core.leases(), vec![l(1, [10, 77, 0, 5], 0)]);
+}
