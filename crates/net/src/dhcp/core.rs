@@ -82,7 +82,14 @@ impl DhcpCore {
 
     /// Decodes, handles and encodes: what the server does with a datagram.
     pub fn handle_bytes(&mut self, buf: &[u8], now: u64) -> (Option<(Vec<u8>, Ipv4Addr)>, Outcome) {
-        let msg = match Message::decode(&mut Decoder::new(buf)) {
+        let Some(clean) = sanitize(buf) else {
+            let out = Outcome {
+                note: Some("Not a DHCP message".into()),
+                ..Default::default()
+            };
+            return (None, out);
+        };
+        let msg = match Message::decode(&mut Decoder::new(&clean)) {
             Ok(m) => m,
             Err(e) => {
                 let out = Outcome {
@@ -377,6 +384,45 @@ impl DhcpCore {
             dest: Ipv4Addr::BROADCAST,
         }
     }
+}
+
+/// Options whose decoding in dhcproto 0.14 asserts on the length (a panic
+/// in debug builds, a misparse otherwise); a server needs none of them.
+const UNSAFE_OPTIONS: [u8; 7] = [80, 81, 94, 152, 153, 154, 155];
+const MAGIC: [u8; 4] = [99, 130, 83, 99];
+const HEADER_LEN: usize = 236;
+
+/// Checks the fixed header and magic cookie and rebuilds the options area
+/// without [`UNSAFE_OPTIONS`], stopping at the end option or at a truncated
+/// option. None when the datagram cannot be a DHCP message.
+pub fn sanitize(buf: &[u8]) -> Option<Vec<u8>> {
+    if buf.len() < HEADER_LEN + 4 || buf[HEADER_LEN..HEADER_LEN + 4] != MAGIC {
+        return None;
+    }
+    let mut out = Vec::with_capacity(buf.len() + 1);
+    out.extend_from_slice(&buf[..HEADER_LEN + 4]);
+    let mut i = HEADER_LEN + 4;
+    while i < buf.len() {
+        let code = buf[i];
+        if code == 0 {
+            i += 1;
+            continue;
+        }
+        if code == 255 {
+            break;
+        }
+        let Some(&len) = buf.get(i + 1) else { break };
+        let end = i + 2 + usize::from(len);
+        if end > buf.len() {
+            break;
+        }
+        if !UNSAFE_OPTIONS.contains(&code) {
+            out.extend_from_slice(&buf[i..end]);
+        }
+        i = end;
+    }
+    out.push(255);
+    Some(out)
 }
 
 fn base_reply(req: &Message) -> Message {

@@ -504,3 +504,28 @@ fn duplicate_or_foreign_leases_in_a_file_are_dropped_on_load() {
     let core = DhcpCore::new(cfg(), loaded);
     assert_eq!(core.leases(), vec![l(1, [10, 77, 0, 5], 0)]);
 }
+
+#[test]
+fn options_that_crash_the_decoder_are_stripped() {
+    let mut core = DhcpCore::new(cfg(), vec![]);
+    let mut bytes = Vec::new();
+    msg(
+        MessageType::Discover,
+        mac(1),
+        Ipv4Addr::UNSPECIFIED,
+        None,
+        None,
+    )
+    .encode(&mut Encoder::new(&mut bytes))
+    .unwrap();
+    assert_eq!(bytes.pop(), Some(255));
+    // Bulk-leasequery base time with 2 bytes instead of 4, a rapid-commit
+    // with a payload, a truncated option at the end.
+    bytes.extend_from_slice(&[152, 2, 0, 0, 80, 1, 7, 12, 40, b'x']);
+    let (r, out) = core.handle_bytes(&bytes, 0);
+    assert!(r.is_some(), "{:?}", out.note);
+    assert!(core::sanitize(&bytes[..200]).is_none());
+    let mut bad_magic = bytes.clone();
+    bad_magic[236] = 0;
+    assert!(core::sanitize(&bad_magic).is_none());
+}
