@@ -33,6 +33,16 @@ pub const IASL: Requirement = Requirement {
     program: "iasl",
     package: "acpica-tools",
 };
+/// nft, for the host-networking tests of the NAT table (they skip without it).
+pub const NFT: Requirement = Requirement {
+    program: "nft",
+    package: "nftables",
+};
+/// busybox (its udhcpc), the DHCP client of the host-networking tests.
+pub const BUSYBOX: Requirement = Requirement {
+    program: "busybox",
+    package: "busybox",
+};
 /// Debian's package tools, for building guests from packages.
 pub const APT_GET: Requirement = Requirement {
     program: "apt-get",

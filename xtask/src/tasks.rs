@@ -47,6 +47,8 @@ pub fn test(extra: &[String]) -> Result<()> {
         host::LD,
         host::APT_GET,
         host::DPKG_DEB,
+        host::NFT,
+        host::BUSYBOX,
     ])?;
     let started = std::time::Instant::now();
     let image = rig::image().context("Building the rig's L1 image")?;
