@@ -720,3 +720,38 @@ fn autostart_vms_start_with_keeld() {
         tasks.items
     );
 }
+
+#[test]
+fn keeld_stops_promptly_on_sigterm_with_a_console_open() {
+    if !native_kvm() {
+        return;
+    }
+    let k = Keeld::start("sigterm");
+    let c = k.admin();
+    create(&c, "watched", Payload::Echo);
+    power(&c, "watched", PowerOp::On);
+    let mut con = c.console("watched").unwrap();
+    assert!(con
+        .read_until(Payload::Echo.marker(), WAIT)
+        .unwrap()
+        .contains("ECHO"));
+    let pid = k.pid();
+    // SAFETY: kill(2) on the keeld this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    // The open WebSocket does not hold keeld up for long (a bound far
+    // above keeld's grace period, not a measurement).
+    let end = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < end, "keeld still runs 30 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(con);
+    // The VM kept running.
+    let vmm = k.state.join("run");
+    assert!(vmm.is_dir());
+    let k = Keeld::start_in(k.stop_with(libc::SIGKILL));
+    assert_eq!(state(&k.admin(), "watched"), PowerState::PoweredOn);
+}

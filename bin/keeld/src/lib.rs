@@ -58,8 +58,15 @@ where
     }
 }
 
+/// How long open requests (a long download, a slow upload) may take to
+/// finish once keeld is asked to stop.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Serves `router` on `listener`, over TLS when `tls` is given, until
-/// `shutdown` resolves.
+/// `shutdown` resolves and the open requests finished, or
+/// [`SHUTDOWN_GRACE`] after that at the latest, so that a client cannot
+/// hold a stopping keeld up. (Upgraded connections — console WebSockets —
+/// are not waited for at all.)
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<tls::TlsSetup>,
@@ -67,18 +74,33 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
+    use futures_util::FutureExt;
+    let shutdown = shutdown.shared();
+    let deadline = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
     let make = app.into_make_service_with_connect_info::<SocketAddr>();
-    match tls {
-        Some(tls) => {
-            let listener = tls::TlsListener::new(listener, tls.acceptor()).tap_io(|_| {});
-            axum::serve(listener, make)
-                .with_graceful_shutdown(shutdown)
-                .await
+    let served = async move {
+        match tls {
+            Some(tls) => {
+                let listener = tls::TlsListener::new(listener, tls.acceptor()).tap_io(|_| {});
+                axum::serve(listener, make)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                axum::serve(listener, make)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
         }
-        None => {
-            axum::serve(listener, make)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
+    };
+    tokio::select! {
+        r = served => r,
+        () = deadline => Ok(()),
     }
 }
