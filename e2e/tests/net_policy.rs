@@ -15,10 +15,12 @@ use vmm_api::Reply;
 
 /// The guest: both NICs up, ping the host through each; wait for the
 /// carrier of eth0 to drop and come back; then change both MACs and ping
-/// again. Terse: it travels on the kernel command line.
+/// again; at the end wait for eth1's carrier to drop (the driver's sign
+/// that it has read the counters). Terse: it travels on the kernel command
+/// line.
 const GUEST: &str = r#"
 r(){ n=$1;shift;i=0;until "$@";do i=$((i+1));[ $i -ge $n ]&&return 1;sleep 1;done;}
-w(){ i=0;while [ "$(cat /sys/class/net/eth0/carrier)" = $1 ]&&[ $i -lt 600 ];do sleep 0.1;i=$((i+1));done;}
+w(){ i=0;while [ "$(cat /sys/class/net/${2:-eth0}/carrier)" = $1 ]&&[ $i -lt 600 ];do sleep 0.1;i=$((i+1));done;}
 p(){ ping -c3 -W2 $1|grep -o '[0-9]* packets received'|cut -d' ' -f1;}
 m(){ ip link set $1 down;ip link set $1 address $2;ip link set $1 up;}
 ip link set lo up
@@ -42,6 +44,7 @@ r 15 ping -c1 -W1 10.0.6.1 >/dev/null
 echo F1=$(p 10.0.6.1)
 echo F0=$(p 10.0.5.1)
 echo GUEST_DONE
+w 1 eth1
 "#;
 
 const L1_BEFORE: &str = r#"
@@ -63,6 +66,8 @@ echo UP=$($c $s nic-link net0 up)
 echo NO_NIC=$($c $s nic-link net9 down)
 seen GUEST_DONE
 echo COUNTERS_END=$($c $s counters)
+# The guest powers off once it sees eth1's carrier drop: after the read.
+$c $s nic-link net1 down >/dev/null
 "#;
 
 fn api_client() -> &'static Path {
