@@ -9,19 +9,9 @@ use std::path::{Path, PathBuf};
 use e2e::{workspace_bin, Session, BASE_CMDLINE};
 
 /// A copy of `bin` without debug information (the rig carries its files in
-/// L1's initramfs, in RAM).
+/// L1's initramfs, in RAM), as `cargo xtask run` makes them.
 fn stripped(bin: &Path, dir: &Path) -> PathBuf {
-    let name = bin.file_name().expect("a file name");
-    let out = dir.join(name);
-    let status = std::process::Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(&out)
-        .arg(bin)
-        .status()
-        .expect("running strip (binutils)");
-    assert!(status.success(), "strip {} failed", bin.display());
-    out
+    xtask::demo::stripped(bin, dir).expect("stripping a binary")
 }
 
 const SCRIPT: &str = r#"

@@ -289,7 +289,7 @@ fn ui_dir() -> Option<PathBuf> {
 /// A copy of `src` in `dir` without debug information (what L1 unpacks
 /// under TCG shrinks several times), reused while newer than `src`; `src`
 /// itself when `strip` is missing or `src` is no ELF file.
-fn stripped(src: &Path, dir: &Path) -> Result<PathBuf> {
+pub fn stripped(src: &Path, dir: &Path) -> Result<PathBuf> {
     let Some(name) = src.file_name() else {
         bail!("{} has no file name", src.display());
     };

@@ -124,6 +124,15 @@ impl Client {
         &self.base
     }
 
+    /// The host name or address of the URL.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Uses these credentials from now on (a password is sent as HTTP
     /// Basic on each request; [`Client::login`] trades it for a token).
     pub fn with_credentials(mut self, c: Credentials) -> Self {

@@ -82,8 +82,7 @@ fn trust(g: &Global, url: &str, state: &mut State) -> anyhow::Result<Trust> {
             return Ok(Trust::Pinned(der));
         }
     }
-    let (host, port) = split_host(&key)?;
-    let der = client::fetch_certificate(&host, port)?;
+    let der = client::fetch_certificate(probe.host(), probe.port())?;
     let fp = client::fingerprint(&der);
     let accepted = match &g.trust_fingerprint {
         Some(want) => {
@@ -118,16 +117,6 @@ fn host_key(url: &str) -> String {
     url.trim_start_matches("https://")
         .trim_start_matches("http://")
         .to_string()
-}
-
-fn split_host(key: &str) -> anyhow::Result<(String, u16)> {
-    match key.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() => Ok((
-            h.trim_start_matches('[').trim_end_matches(']').to_string(),
-            p.parse().map_err(|_| usage(format!("Bad port in {key}")))?,
-        )),
-        _ => Ok((key.to_string(), 443)),
-    }
 }
 
 fn password(prompt: &str) -> anyhow::Result<String> {
