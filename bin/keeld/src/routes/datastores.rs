@@ -137,7 +137,16 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let host = s.host.clone();
-    let upload = blocking(move || host.datastore_upload(&caller, &name, &path, size)).await?;
+    let upload = match blocking(move || host.datastore_upload(&caller, &name, &path, size)).await {
+        Ok(u) => u,
+        Err(e) => {
+            // Refused before the body was read: read (a bounded amount of)
+            // it anyway, so that a client still sending gets this answer
+            // instead of a broken pipe when the connection closes.
+            discard(body, MAX_DISCARD).await;
+            return Err(e);
+        }
+    };
     // The body is read here and written on the blocking pool, in order;
     // the writer commits only on `End`, so a body that breaks off (or an
     // answer sent early) drops the upload and its temporary file.
@@ -205,6 +214,21 @@ pub async fn upload(
     }
     written?;
     Ok(StatusCode::CREATED)
+}
+
+/// How much of a refused upload's body keeld reads before answering.
+const MAX_DISCARD: u64 = 16 << 20;
+
+/// Reads and drops up to `max` bytes of `body`.
+async fn discard(body: Body, max: u64) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while seen < max {
+        match stream.next().await {
+            Some(Ok(bytes)) => seen += bytes.len() as u64,
+            _ => return,
+        }
+    }
 }
 
 /// ENOSPC on Linux.
