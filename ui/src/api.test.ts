@@ -133,6 +133,93 @@ describe('Api', () => {
   });
 });
 
+describe('networking', () => {
+  const sw = { name: 'vSwitch1', bridge: 'keelbr1', mtu: 9000, uplinks: ['eth1'], nat: null, port_groups: [], status: 'up' };
+  const pg = {
+    name: 'VM Network',
+    switch: 'vSwitch0',
+    vlan: 0,
+    policy: { promiscuous: 'reject', mac_changes: 'accept', forged_transmits: 'accept', shaping: null },
+    vms: ['web1'],
+  };
+
+  it('lists, creates, edits and deletes switches', async () => {
+    const { api, calls } = client([json(200, [sw]), json(201, sw), json(200, sw), json(200, sw), new Response(null, { status: 204 })]);
+    expect(await api.switches()).toEqual([sw]);
+    const created = await api.switchCreate({ name: 'vSwitch1', mtu: 9000, uplinks: ['eth1'], nat: { subnet: '10.78.0.0/24', dhcp: true } });
+    expect(created.bridge).toBe('keelbr1');
+    await api.switchGet('vSwitch1');
+    await api.switchEdit('vSwitch1', { uplinks: [] });
+    expect(await api.switchDelete('vSwitch1')).toBeUndefined();
+    expect(calls.map((c) => `${c.init.method} ${c.url}`)).toEqual([
+      'GET /api/v1/network/switches',
+      'POST /api/v1/network/switches',
+      'GET /api/v1/network/switches/vSwitch1',
+      'PATCH /api/v1/network/switches/vSwitch1',
+      'DELETE /api/v1/network/switches/vSwitch1',
+    ]);
+    expect(JSON.parse(calls[1].init.body as string)).toEqual({
+      name: 'vSwitch1',
+      mtu: 9000,
+      uplinks: ['eth1'],
+      nat: { subnet: '10.78.0.0/24', dhcp: true },
+    });
+    expect(calls[3].init.body).toBe('{"uplinks":[]}');
+  });
+
+  it('encodes port group names with spaces and slashes in the path', async () => {
+    const { api, calls } = client([json(200, [pg]), json(201, pg), json(200, pg), json(200, pg), new Response(null, { status: 204 })]);
+    expect((await api.portGroups())[0].vms).toEqual(['web1']);
+    await api.portGroupCreate({ name: 'VM Network', switch: 'vSwitch0', vlan: 0 });
+    await api.portGroup('VM Network');
+    await api.portGroupEdit('a/b c', { vlan: 42 });
+    await api.portGroupDelete('VM Network');
+    expect(calls.map((c) => `${c.init.method} ${c.url}`)).toEqual([
+      'GET /api/v1/network/portgroups',
+      'POST /api/v1/network/portgroups',
+      'GET /api/v1/network/portgroups/VM%20Network',
+      'PATCH /api/v1/network/portgroups/a%2Fb%20c',
+      'DELETE /api/v1/network/portgroups/VM%20Network',
+    ]);
+    expect(calls[3].init.body).toBe('{"vlan":42}');
+  });
+
+  it("a duplicate port group is an ApiError with the API's message", async () => {
+    const { api } = client([json(409, { error: { code: 'conflict', message: "Port group 'VM Network' exists already" } })]);
+    const err = await api.portGroupCreate({ name: 'VM Network', switch: 'vSwitch0' }).catch((e) => e);
+    expect(err).toBeInstanceOf(ApiError);
+    expect(err.status).toBe(409);
+    expect(err.message).toBe("Port group 'VM Network' exists already");
+  });
+
+  it("manages a VM's NICs by index", async () => {
+    const nic = { index: 1, port_group: 'VM Network', mac: '02:6b:00:00:00:01', connected: true, tap: null, ip: null };
+    const { api, calls } = client([
+      json(200, [nic]),
+      json(201, nic),
+      json(200, { ...nic, connected: false }),
+      new Response(null, { status: 204 }),
+    ]);
+    expect(await api.vmNics('web 1')).toEqual([nic]);
+    await api.vmNicAdd('web 1', { port_group: 'VM Network', mac: null });
+    expect((await api.vmNicEdit('web 1', 1, { connected: false })).connected).toBe(false);
+    await api.vmNicRemove('web 1', 1);
+    expect(calls.map((c) => `${c.init.method} ${c.url}`)).toEqual([
+      'GET /api/v1/vms/web%201/nics',
+      'POST /api/v1/vms/web%201/nics',
+      'PATCH /api/v1/vms/web%201/nics/1',
+      'DELETE /api/v1/vms/web%201/nics/1',
+    ]);
+    expect(JSON.parse(calls[1].init.body as string)).toEqual({ port_group: 'VM Network', mac: null });
+    expect(calls[2].init.body).toBe('{"connected":false}');
+  });
+
+  it('a NIC added to a running VM is refused with the conflict message', async () => {
+    const { api } = client([json(409, { error: { code: 'conflict', message: 'VM web1 is powered on: power it off to add a NIC' } })]);
+    await expect(api.vmNicAdd('web1', {})).rejects.toThrow('power it off to add a NIC');
+  });
+});
+
 describe('helpers', () => {
   it('query skips empty values', () => {
     expect(query({ a: 1, b: undefined, c: '', d: null, e: 'x y' })).toBe('?a=1&e=x%20y');

@@ -6,11 +6,20 @@ import type {
   Event,
   FileEntry,
   HostInfo,
+  NicCreate,
+  NicEdit,
+  NicInfo,
   Page,
   Permission,
+  PortGroup,
+  PortGroupCreate,
+  PortGroupEdit,
   PowerOp,
   RoleInfo,
   Session,
+  Switch,
+  SwitchCreate,
+  SwitchEdit,
   Task,
   User,
   VmCreate,
@@ -322,6 +331,29 @@ export class Api {
     });
     return { promise, abort: () => xhr.abort() };
   }
+
+  // ---- virtual networking -------------------------------------------------
+
+  switches = () => this.call<Switch[]>('GET', '/network/switches');
+  switchGet = (name: string) => this.call<Switch>('GET', `/network/switches/${seg(name)}`);
+  switchCreate = (spec: SwitchCreate) => this.call<Switch>('POST', '/network/switches', spec);
+  switchEdit = (name: string, edit: SwitchEdit) => this.call<Switch>('PATCH', `/network/switches/${seg(name)}`, edit);
+  switchDelete = (name: string) => this.call<void>('DELETE', `/network/switches/${seg(name)}`);
+
+  portGroups = () => this.call<PortGroup[]>('GET', '/network/portgroups');
+  portGroup = (name: string) => this.call<PortGroup>('GET', `/network/portgroups/${seg(name)}`);
+  portGroupCreate = (spec: PortGroupCreate) => this.call<PortGroup>('POST', '/network/portgroups', spec);
+  portGroupEdit = (name: string, edit: PortGroupEdit) =>
+    this.call<PortGroup>('PATCH', `/network/portgroups/${seg(name)}`, edit);
+  portGroupDelete = (name: string) => this.call<void>('DELETE', `/network/portgroups/${seg(name)}`);
+
+  vmNics = (vm: string) => this.call<NicInfo[]>('GET', `/vms/${seg(vm)}/nics`);
+  /** A new NIC (the VM must be off: 409 otherwise). */
+  vmNicAdd = (vm: string, nic: NicCreate) => this.call<NicInfo>('POST', `/vms/${seg(vm)}/nics`, nic);
+  /** `connected` and `port_group` also while the VM runs. */
+  vmNicEdit = (vm: string, index: number, edit: NicEdit) =>
+    this.call<NicInfo>('PATCH', `/vms/${seg(vm)}/nics/${index}`, edit);
+  vmNicRemove = (vm: string, index: number) => this.call<void>('DELETE', `/vms/${seg(vm)}/nics/${index}`);
 
   // ---- users and permissions ---------------------------------------------
 

@@ -1,6 +1,20 @@
 import { describe, expect, it } from 'vitest';
 
-import { formatBytes, formatDuration, formatMiB, formatPercent, formatTime, powerLabel, targetName, taskDuration, taskName } from './format';
+import {
+  formatBytes,
+  formatDuration,
+  formatKbps,
+  formatMiB,
+  formatPercent,
+  formatTime,
+  policySummary,
+  powerLabel,
+  shapingSummary,
+  targetName,
+  taskDuration,
+  taskName,
+  vlanLabel,
+} from './format';
 
 describe('format', () => {
   it('sizes in binary units with at most three digits', () => {
@@ -53,5 +67,30 @@ describe('format', () => {
     expect(targetName(null)).toBe('—');
     expect(taskDuration({ started_ms: 1000, finished_ms: 66000 }, 0)).toBe('1 min 5 s');
     expect(taskDuration({ started_ms: 1000, finished_ms: null }, 4000)).toBe('3 s');
+  });
+});
+
+describe('networking labels', () => {
+  it('VLAN 0 is none', () => {
+    expect(vlanLabel(0)).toBe('none');
+    expect(vlanLabel(4094)).toBe('4094');
+  });
+
+  it('bandwidth in decimal units', () => {
+    expect(formatKbps(800)).toBe('800 kbit/s');
+    expect(formatKbps(1000)).toBe('1 Mbit/s');
+    expect(formatKbps(1500)).toBe('1.5 Mbit/s');
+    expect(formatKbps(10_000_000)).toBe('10 Gbit/s');
+    expect(formatKbps(-1)).toBe('—');
+  });
+
+  it('policies in one line, with shaping defaults filled in', () => {
+    expect(policySummary({ promiscuous: 'reject', mac_changes: 'accept', forged_transmits: 'accept', shaping: null })).toBe(
+      'Promiscuous reject, MAC changes accept, forged transmits accept; no shaping',
+    );
+    expect(shapingSummary({ average_kbps: 1000 })).toBe('1 Mbit/s average, 1 Mbit/s peak, 64 KiB burst');
+    expect(
+      policySummary({ promiscuous: 'accept', mac_changes: 'reject', forged_transmits: 'reject', shaping: { average_kbps: 500, peak_kbps: 2000, burst_kib: 128 } }),
+    ).toBe('Promiscuous accept, MAC changes reject, forged transmits reject; shaping 500 kbit/s average, 2 Mbit/s peak, 128 KiB burst');
   });
 });

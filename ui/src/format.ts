@@ -1,6 +1,6 @@
 // Formatting for people: sizes, durations, times, states.
 
-import type { PowerState, Task, TaskState } from './types';
+import type { NetPolicy, PowerState, Shaping, Task, TaskState } from './types';
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
 
@@ -111,4 +111,31 @@ export function taskDone(t: Pick<Task, 'state'>): boolean {
 export function taskDuration(t: Pick<Task, 'started_ms' | 'finished_ms'>, now: number): string {
   const end = t.finished_ms ?? now;
   return formatDuration(Math.max(0, end - t.started_ms) / 1000);
+}
+
+/** A port group's VLAN: "none" for 0 (untagged). */
+export function vlanLabel(vlan: number): string {
+  return vlan === 0 ? 'none' : String(vlan);
+}
+
+/** 1500 → "1.5 Mbit/s", 800 → "800 kbit/s" (kbit/s = 1000 bit/s). */
+export function formatKbps(kbps: number): string {
+  if (!Number.isFinite(kbps) || kbps < 0) return '—';
+  if (kbps >= 1_000_000) return `${trimZeros((kbps / 1_000_000).toFixed(2))} Gbit/s`;
+  if (kbps >= 1000) return `${trimZeros((kbps / 1000).toFixed(2))} Mbit/s`;
+  return `${kbps} kbit/s`;
+}
+
+/** "1 Mbit/s average, 2 Mbit/s peak, 64 KiB burst" (peak and burst as
+ * keeld defaults them when not set). */
+export function shapingSummary(s: Shaping): string {
+  const peak = s.peak_kbps ?? s.average_kbps;
+  const burst = s.burst_kib ?? 64;
+  return `${formatKbps(s.average_kbps)} average, ${formatKbps(peak)} peak, ${burst} KiB burst`;
+}
+
+/** One line for a table: the security policy, then shaping. */
+export function policySummary(p: NetPolicy): string {
+  const security = `Promiscuous ${p.promiscuous}, MAC changes ${p.mac_changes}, forged transmits ${p.forged_transmits}`;
+  return `${security}; ${p.shaping ? `shaping ${shapingSummary(p.shaping)}` : 'no shaping'}`;
 }

@@ -32,9 +32,14 @@ export interface DiskCreate {
   serial?: string | null;
 }
 
+/** A VM's NIC in its configuration: on a port group (keeld makes its TAP
+ * at power-on), or `tap` alone for a host TAP outside keeld's switches. */
 export interface NicConfig {
+  port_group?: string | null;
   tap?: string | null;
   mac?: string | null;
+  /** Link up at power-on (default true). */
+  connected?: boolean;
 }
 
 export interface BootCreate {
@@ -104,7 +109,10 @@ export interface VmInfo {
   power_state: PowerState;
   config: VmConfig;
   autostart: boolean;
+  /** Its first NIC's address, when keeld's DHCP server knows it. */
   ip?: string | null;
+  /** The NICs with their TAPs and addresses. */
+  nics?: NicInfo[];
   runtime?: VmRuntime | null;
   /** What the signed-in user may do on this VM (its VM permission, else the host one). */
   privileges?: Privilege[];
@@ -232,4 +240,118 @@ export interface HostInfo {
   compatibility: CompatCheck[];
   pci_devices: PciDevice[];
   nics: HostNic[];
+}
+
+// ---- virtual networking (crates/hostd-api/src/network.rs) ------------------
+
+/** The switch and port group keeld creates on first start. */
+export const DEFAULT_SWITCH = 'vSwitch0';
+export const DEFAULT_PORT_GROUP = 'VM Network';
+
+/** ESXi's words for a security policy. */
+export type Accept = 'accept' | 'reject';
+
+export interface NatInfo {
+  /** Like `10.77.0.0/24`. */
+  subnet: string;
+  /** The host's address on the switch (the guests' router). */
+  gateway: string;
+  dhcp: boolean;
+}
+
+/** A standard switch: a Linux bridge keeld owns. */
+export interface Switch {
+  name: string;
+  bridge: string;
+  mtu: number;
+  uplinks: string[];
+  nat?: NatInfo | null;
+  port_groups: string[];
+  /** `up`, else what is wrong. */
+  status: string;
+}
+
+export interface NatCreate {
+  subnet: string;
+  dhcp?: boolean;
+}
+
+export interface SwitchCreate {
+  name: string;
+  mtu?: number | null;
+  uplinks?: string[];
+  nat?: NatCreate | null;
+}
+
+export interface SwitchEdit {
+  mtu?: number;
+  /** Replaces the list. */
+  uplinks?: string[];
+}
+
+/** Average and peak in kbit/s (1000 bit/s), burst in KiB. */
+export interface Shaping {
+  average_kbps: number;
+  peak_kbps?: number | null;
+  burst_kib?: number | null;
+}
+
+export interface NetPolicy {
+  promiscuous: Accept;
+  mac_changes: Accept;
+  forged_transmits: Accept;
+  shaping?: Shaping | null;
+}
+
+/** keeld's defaults (and ESXi's): promiscuous reject, the others accept. */
+export const DEFAULT_POLICY: NetPolicy = {
+  promiscuous: 'reject',
+  mac_changes: 'accept',
+  forged_transmits: 'accept',
+  shaping: null,
+};
+
+export interface PortGroup {
+  name: string;
+  switch: string;
+  /** 0 untagged, 1–4094 tagged. */
+  vlan: number;
+  policy: NetPolicy;
+  /** VMs with a NIC on it. */
+  vms: string[];
+}
+
+export interface PortGroupCreate {
+  name: string;
+  switch: string;
+  vlan?: number;
+  policy?: NetPolicy;
+}
+
+export interface PortGroupEdit {
+  vlan?: number;
+  policy?: NetPolicy;
+}
+
+/** A VM's NIC as it is now. */
+export interface NicInfo {
+  index: number;
+  port_group?: string | null;
+  mac: string;
+  connected: boolean;
+  /** The TAP on the host while the VM runs. */
+  tap?: string | null;
+  ip?: string | null;
+}
+
+export interface NicCreate {
+  port_group?: string | null;
+  mac?: string | null;
+  connected?: boolean;
+}
+
+export interface NicEdit {
+  port_group?: string;
+  mac?: string;
+  connected?: boolean;
 }

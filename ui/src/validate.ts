@@ -2,7 +2,20 @@
 // sees what is wrong next to the field instead of after a round trip. The
 // API still checks everything.
 
-import type { GuestOs, VmCreate } from './types';
+import {
+  DEFAULT_POLICY,
+  DEFAULT_PORT_GROUP,
+  type Accept,
+  type GuestOs,
+  type NetPolicy,
+  type PortGroup,
+  type PortGroupCreate,
+  type PortGroupEdit,
+  type Switch,
+  type SwitchCreate,
+  type SwitchEdit,
+  type VmCreate,
+} from './types';
 
 export const MAX_NAME_LEN = 80;
 /** Bytes a name may take (keeld's limit, for file names). */
@@ -102,6 +115,8 @@ export interface WizardForm {
   memoryMib: string;
   diskSize: string;
   nic: boolean;
+  /** The NIC's port group; '' for a host TAP outside keeld's switches. */
+  portGroup: string;
   tap: string;
   mac: string;
   kernel: string;
@@ -120,6 +135,7 @@ export function emptyWizard(datastore = 'datastore1'): WizardForm {
     memoryMib: '512',
     diskSize: '8G',
     nic: false,
+    portGroup: DEFAULT_PORT_GROUP,
     tap: '',
     mac: '',
     kernel: '',
@@ -138,6 +154,8 @@ export interface WizardContext {
   /** Logical CPUs of the host (the vCPU limit), when known. */
   hostThreads?: number;
   hostMemoryBytes?: number;
+  /** The host's port groups, when known. */
+  portGroups?: string[];
 }
 
 export type WizardErrors = Partial<Record<keyof WizardForm, string>>;
@@ -150,7 +168,7 @@ export const MAX_CMDLINE = 4096;
 export const WIZARD_STEPS: { title: string; fields: (keyof WizardForm)[] }[] = [
   { title: 'Name and guest OS', fields: ['name', 'guestOs'] },
   { title: 'Storage', fields: ['datastore'] },
-  { title: 'Hardware', fields: ['vcpus', 'memoryMib', 'diskSize', 'tap', 'mac'] },
+  { title: 'Hardware', fields: ['vcpus', 'memoryMib', 'diskSize', 'portGroup', 'tap', 'mac'] },
   { title: 'Boot', fields: ['kernel', 'initrd', 'cmdline'] },
   { title: 'Ready to complete', fields: [] },
 ];
@@ -182,8 +200,13 @@ export function validateWizard(f: WizardForm, ctx: WizardContext): WizardErrors 
   }
 
   if (f.nic) {
-    const tap = tapProblem(f.tap);
-    if (tap) e.tap = tap;
+    if (f.portGroup) {
+      if (ctx.portGroups && ctx.portGroups.length > 0 && !ctx.portGroups.includes(f.portGroup))
+        e.portGroup = `No port group '${f.portGroup}'`;
+    } else {
+      const tap = f.tap.trim() === '' ? 'Name the host TAP (or choose a port group)' : tapProblem(f.tap);
+      if (tap) e.tap = tap;
+    }
     const mac = macProblem(f.mac);
     if (mac) e.mac = mac;
   }
@@ -213,7 +236,13 @@ export function wizardToSpec(f: WizardForm): VmCreate {
     vcpus: Number(f.vcpus.trim()),
     memory_mib: Number(f.memoryMib.trim()),
     disks: disk ? [{ size_bytes: disk }] : [],
-    nics: f.nic ? [{ tap: f.tap.trim() || null, mac: f.mac.trim() || null }] : [],
+    nics: f.nic
+      ? [
+          f.portGroup
+            ? { port_group: f.portGroup, mac: f.mac.trim() || null }
+            : { tap: f.tap.trim() || null, mac: f.mac.trim() || null },
+        ]
+      : [],
     boot: {
       kernel: f.kernel.trim(),
       initrd: f.initrd.trim() || null,
@@ -223,4 +252,234 @@ export function wizardToSpec(f: WizardForm): VmCreate {
     notes: f.notes,
     autostart: f.autostart,
   };
+}
+
+// ---- virtual networking ----------------------------------------------------
+
+export const MIN_MTU = 68;
+export const MAX_MTU = 9000;
+export const MAX_VLAN = 4094;
+/** The prefix lengths keeld takes for a NAT subnet. */
+export const MIN_PREFIX = 8;
+export const MAX_PREFIX = 29;
+/** Upper bounds for shaping fields (100 Gbit/s, 1 GiB): typos, not policy. */
+export const MAX_KBPS = 100_000_000;
+export const MAX_BURST_KIB = 1024 * 1024;
+
+/** A VLAN ID: 0 (untagged) or 1–4094. */
+export function vlanProblem(text: string): string | null {
+  return intProblem(text, 'The VLAN ID', 0, MAX_VLAN);
+}
+
+/** A switch's MTU: 68–9000. */
+export function mtuProblem(text: string): string | null {
+  return intProblem(text, 'The MTU', MIN_MTU, MAX_MTU);
+}
+
+/** An IPv4 subnet in CIDR form (`10.78.0.0/24`, /8–/29, the network's own
+ * address). keeld also refuses one that overlaps the host's networks. */
+export function subnetProblem(text: string): string | null {
+  const t = text.trim();
+  if (t === '') return 'The subnet is required';
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(t);
+  if (!m) return 'A subnet looks like 10.78.0.0/24';
+  const octets = m.slice(1, 5).map(Number);
+  if (octets.some((o) => o > 255)) return 'Each part of an IPv4 address is 0–255';
+  const prefix = Number(m[5]);
+  if (prefix < MIN_PREFIX || prefix > MAX_PREFIX) return `The prefix length must be /${MIN_PREFIX} to /${MAX_PREFIX}`;
+  const addr = ((octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]) >>> 0;
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  const net = (addr & mask) >>> 0;
+  if (net !== addr) {
+    const n = [net >>> 24, (net >>> 16) & 255, (net >>> 8) & 255, net & 255].join('.');
+    return `${t} is not a network address: did you mean ${n}/${prefix}?`;
+  }
+  return null;
+}
+
+/** What the switch dialog holds (text as typed). */
+export interface SwitchForm {
+  name: string;
+  mtu: string;
+  uplinks: string[];
+  nat: boolean;
+  subnet: string;
+  dhcp: boolean;
+}
+
+export type SwitchErrors = Partial<Record<'name' | 'mtu' | 'subnet', string>>;
+
+export function emptySwitchForm(): SwitchForm {
+  return { name: '', mtu: '1500', uplinks: [], nat: false, subnet: '', dhcp: true };
+}
+
+export function switchToForm(sw: Switch): SwitchForm {
+  return {
+    name: sw.name,
+    mtu: String(sw.mtu),
+    uplinks: [...sw.uplinks],
+    nat: !!sw.nat,
+    subnet: sw.nat?.subnet ?? '',
+    dhcp: sw.nat?.dhcp ?? true,
+  };
+}
+
+/** `existing`: the other switches' names (a new name must not be one). In
+ * edit mode only what can change (MTU, uplinks) is checked. */
+export function validateSwitchForm(f: SwitchForm, existing: string[], editing = false): SwitchErrors {
+  const e: SwitchErrors = {};
+  if (!editing) {
+    const name = nameProblem(f.name, 'The name');
+    if (name) e.name = name;
+    else if (existing.includes(f.name)) e.name = `A switch named '${f.name}' exists already`;
+    if (f.nat) {
+      const subnet = subnetProblem(f.subnet);
+      if (subnet) e.subnet = subnet;
+    }
+  }
+  const mtu = mtuProblem(f.mtu);
+  if (mtu) e.mtu = mtu;
+  return e;
+}
+
+export function switchFormToCreate(f: SwitchForm): SwitchCreate {
+  return {
+    name: f.name,
+    mtu: Number(f.mtu.trim()),
+    uplinks: [...f.uplinks],
+    nat: f.nat ? { subnet: f.subnet.trim(), dhcp: f.dhcp } : null,
+  };
+}
+
+/** Only what changed; empty when nothing did. */
+export function switchFormToEdit(f: SwitchForm, sw: Switch): SwitchEdit {
+  const edit: SwitchEdit = {};
+  const mtu = Number(f.mtu.trim());
+  if (mtu !== sw.mtu) edit.mtu = mtu;
+  const a = [...f.uplinks].sort();
+  const b = [...sw.uplinks].sort();
+  if (a.length !== b.length || a.some((u, i) => u !== b[i])) edit.uplinks = [...f.uplinks];
+  return edit;
+}
+
+/** What the port group dialog holds (text as typed). */
+export interface PortGroupForm {
+  name: string;
+  switch: string;
+  vlan: string;
+  promiscuous: Accept;
+  macChanges: Accept;
+  forgedTransmits: Accept;
+  shaping: boolean;
+  averageKbps: string;
+  peakKbps: string;
+  burstKib: string;
+}
+
+export type PortGroupErrors = Partial<Record<'name' | 'switch' | 'vlan' | 'averageKbps' | 'peakKbps' | 'burstKib', string>>;
+
+export function emptyPortGroupForm(sw = ''): PortGroupForm {
+  return {
+    name: '',
+    switch: sw,
+    vlan: '0',
+    promiscuous: DEFAULT_POLICY.promiscuous,
+    macChanges: DEFAULT_POLICY.mac_changes,
+    forgedTransmits: DEFAULT_POLICY.forged_transmits,
+    shaping: false,
+    averageKbps: '',
+    peakKbps: '',
+    burstKib: '',
+  };
+}
+
+export function portGroupToForm(pg: PortGroup): PortGroupForm {
+  const s = pg.policy.shaping;
+  return {
+    name: pg.name,
+    switch: pg.switch,
+    vlan: String(pg.vlan),
+    promiscuous: pg.policy.promiscuous,
+    macChanges: pg.policy.mac_changes,
+    forgedTransmits: pg.policy.forged_transmits,
+    shaping: !!s,
+    averageKbps: s ? String(s.average_kbps) : '',
+    peakKbps: s?.peak_kbps != null ? String(s.peak_kbps) : '',
+    burstKib: s?.burst_kib != null ? String(s.burst_kib) : '',
+  };
+}
+
+/** `existing`: the port groups' names; `switches`: the switches' names.
+ * In edit mode the name and switch are fixed (PATCH cannot change them). */
+export function validatePortGroupForm(
+  f: PortGroupForm,
+  existing: string[],
+  switches: string[],
+  editing = false,
+): PortGroupErrors {
+  const e: PortGroupErrors = {};
+  if (!editing) {
+    const name = nameProblem(f.name, 'The name');
+    if (name) e.name = name;
+    else if (existing.includes(f.name)) e.name = `A port group named '${f.name}' exists already`;
+    if (!f.switch) e.switch = 'Choose a virtual switch';
+    else if (switches.length > 0 && !switches.includes(f.switch)) e.switch = `No virtual switch '${f.switch}'`;
+  }
+  const vlan = vlanProblem(f.vlan);
+  if (vlan) e.vlan = vlan;
+  if (f.shaping) {
+    const avg = intProblem(f.averageKbps, 'The average bandwidth', 1, MAX_KBPS);
+    if (avg) e.averageKbps = avg;
+    if (f.peakKbps.trim() !== '') {
+      const peak = intProblem(f.peakKbps, 'The peak bandwidth', 1, MAX_KBPS);
+      if (peak) e.peakKbps = peak;
+      else if (!avg && Number(f.peakKbps.trim()) < Number(f.averageKbps.trim()))
+        e.peakKbps = 'The peak bandwidth must be at least the average';
+    }
+    if (f.burstKib.trim() !== '') {
+      const burst = intProblem(f.burstKib, 'The burst size', 1, MAX_BURST_KIB);
+      if (burst) e.burstKib = burst;
+    }
+  }
+  return e;
+}
+
+export function portGroupFormPolicy(f: PortGroupForm): NetPolicy {
+  return {
+    promiscuous: f.promiscuous,
+    mac_changes: f.macChanges,
+    forged_transmits: f.forgedTransmits,
+    shaping: f.shaping
+      ? {
+          average_kbps: Number(f.averageKbps.trim()),
+          peak_kbps: f.peakKbps.trim() ? Number(f.peakKbps.trim()) : null,
+          burst_kib: f.burstKib.trim() ? Number(f.burstKib.trim()) : null,
+        }
+      : null,
+  };
+}
+
+export function portGroupFormToCreate(f: PortGroupForm): PortGroupCreate {
+  return { name: f.name, switch: f.switch, vlan: Number(f.vlan.trim()), policy: portGroupFormPolicy(f) };
+}
+
+function samePolicy(a: NetPolicy, b: NetPolicy): boolean {
+  const s = (p: NetPolicy) =>
+    JSON.stringify([
+      p.promiscuous,
+      p.mac_changes,
+      p.forged_transmits,
+      p.shaping ? [p.shaping.average_kbps, p.shaping.peak_kbps ?? null, p.shaping.burst_kib ?? null] : null,
+    ]);
+  return s(a) === s(b);
+}
+
+/** Only what changed; empty when nothing did. */
+export function portGroupFormToEdit(f: PortGroupForm, pg: PortGroup): PortGroupEdit {
+  const edit: PortGroupEdit = {};
+  const vlan = Number(f.vlan.trim());
+  if (vlan !== pg.vlan) edit.vlan = vlan;
+  const policy = portGroupFormPolicy(f);
+  if (!samePolicy(policy, pg.policy)) edit.policy = policy;
+  return edit;
 }
