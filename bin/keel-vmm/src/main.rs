@@ -64,8 +64,10 @@ struct Args {
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskConfig>,
     /// Add a virtio-net NIC on a TAP (repeatable): tap[=NAME][,mac=MAC]
-    /// [,forged-transmits=accept|reject][,mac-changes=accept|reject][,link=up|down]
+    /// [,forged-transmits=accept|reject][,mac-changes=accept|reject]
+    /// [,promiscuous=accept|reject][,link=up|down]
     /// [,rx-rate=BITS/S][,rx-burst=BYTES][,rx-peak=BITS/S][,tx-rate=...,tx-burst=...,tx-peak=...].
+    /// promiscuous=reject drops frames for other unicast MACs (counted as rx_filtered).
     /// Opens the TAP NAME, creating it if needed; plain `tap` creates keelN.
     /// The MAC defaults to 02:6b:65 plus a hash of the TAP's name. See docs/net.md.
     #[arg(long = "net", value_name = "SPEC")]

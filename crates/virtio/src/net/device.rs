@@ -45,6 +45,9 @@ pub struct NetStats {
     /// Frames from the guest dropped because their source MAC is not the
     /// NIC's (forged transmits rejected).
     pub tx_forged: AtomicU64,
+    /// Frames from the backend dropped because their destination MAC is
+    /// another NIC's unicast address (promiscuous mode rejected).
+    pub rx_filtered: AtomicU64,
     /// Times the backend could not take a frame at once (it waited).
     pub tx_blocked: AtomicU64,
 }
@@ -88,7 +91,7 @@ impl Net {
         }
     }
 
-    /// Applies `policy` (forged transmits, shaping) from the next
+    /// Applies `policy` (forged transmits, promiscuous mode, shaping) from the next
     /// activation on.
     pub fn with_policy(mut self, policy: NetPolicy) -> Self {
         self.policy = policy;

@@ -19,9 +19,10 @@
 //! the guest send them. With neither, frames are at most 1514 bytes.
 //!
 //! Per-NIC policies ([`NetPolicy`], [`NetLink`]; see `policy.rs`): forged
-//! transmits rejected, a token bucket per direction, and a link state the
-//! control plane sets at run time (`VIRTIO_NET_F_STATUS` with a
-//! configuration interrupt).
+//! transmits rejected, promiscuous mode rejected (received frames then go
+//! through host memory, to be checked before the guest sees them), a token
+//! bucket per direction, and a link state the control plane sets at run
+//! time (`VIRTIO_NET_F_STATUS` with a configuration interrupt).
 //!
 //! The backend is a [`NetBackend`]: a [`Tap`] in keel-vmm, a
 //! [`SocketBackend`] (a `SOCK_SEQPACKET` pair) in tests and benchmarks.

@@ -1,9 +1,16 @@
 //! Per-NIC policies the device applies on its worker, as ESXi's port
-//! groups have them: forged transmits, traffic shaping, link state.
+//! groups have them: forged transmits, promiscuous mode, traffic shaping,
+//! link state.
 //!
 //! - Forged transmits ([`NetPolicy::reject_forged`]): a frame from the guest
 //!   whose Ethernet source address is not the NIC's MAC is dropped and
 //!   counted (`tx_forged`): a 6-byte compare per frame.
+//! - Promiscuous mode ([`NetPolicy::reject_promiscuous`]): a frame from the
+//!   backend whose Ethernet destination is a unicast address other than the
+//!   NIC's MAC is dropped and counted (`rx_filtered`); broadcast and
+//!   multicast frames pass. The frame is read into host memory and checked
+//!   before any of it reaches guest memory (a guest can read its receive
+//!   buffers at any time), so this costs one copy per received frame.
 //! - Traffic shaping ([`Shaping`]): a token bucket per direction (average
 //!   rate, burst size) and optionally a second one for the peak rate. A
 //!   frame may go while both buckets hold tokens; it then takes its bytes,
@@ -37,6 +44,9 @@ const PEAK_MIN_CAP: u64 = 1514;
 pub struct NetPolicy {
     /// Drop frames from the guest whose source MAC is not the NIC's.
     pub reject_forged: bool,
+    /// Drop frames for the guest whose destination MAC is a unicast
+    /// address other than the NIC's (promiscuous mode rejected).
+    pub reject_promiscuous: bool,
     /// Shaping of what the guest receives.
     pub rx: Option<Shaping>,
     /// Shaping of what the guest sends.
@@ -191,6 +201,17 @@ impl Shaper {
 /// source address, bytes 6..12.
 pub(crate) fn source_is(frame_start: &[u8], mac: &[u8; 6]) -> bool {
     frame_start.get(6..12) == Some(&mac[..])
+}
+
+/// Whether a frame (header excluded) may reach a NIC with address `mac`
+/// that does not see other NICs' traffic: its Ethernet destination, bytes
+/// 0..6, is `mac` or a group (multicast, broadcast) address. A frame too
+/// short to have a destination may not.
+pub(crate) fn destination_allowed(frame_start: &[u8], mac: &[u8; 6]) -> bool {
+    match frame_start.get(..6) {
+        Some(dst) => dst[0] & 1 != 0 || dst == &mac[..],
+        None => false,
+    }
 }
 
 /// What the link handle reaches while a driver runs the device.
@@ -362,5 +383,26 @@ mod tests {
         f[11] = 8;
         assert!(!source_is(&f, &mac));
         assert!(!source_is(&f[..10], &mac));
+    }
+
+    #[test]
+    fn destination_mac_filter() {
+        let mac = [2, 0x6b, 0x65, 0, 0, 9];
+        let mut f = [0u8; 14];
+        f[..6].copy_from_slice(&mac);
+        assert!(destination_allowed(&f, &mac), "its own");
+        f[5] = 8;
+        assert!(!destination_allowed(&f, &mac), "another unicast");
+        // The source does not count.
+        f[6..12].copy_from_slice(&mac);
+        assert!(!destination_allowed(&f, &mac));
+        f[..6].copy_from_slice(&[0xff; 6]);
+        assert!(destination_allowed(&f, &mac), "broadcast");
+        f[..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0, 0, 1]);
+        assert!(destination_allowed(&f, &mac), "IPv4 multicast");
+        f[..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+        assert!(destination_allowed(&f, &mac), "IPv6 multicast");
+        assert!(!destination_allowed(&mac[..5], &mac), "too short");
+        assert!(destination_allowed(&mac, &mac), "exactly a destination");
     }
 }

@@ -9,7 +9,8 @@
 //! turn.
 //!
 //! Policies ([`super::policy`]): with forged transmits rejected, a frame
-//! whose source MAC is not the NIC's is dropped; with shaping, a direction
+//! whose source MAC is not the NIC's is dropped; with promiscuous mode
+//! rejected, a frame for another unicast MAC is not delivered; with shaping, a direction
 //! whose bucket is empty stops (TX takes no chains, RX reads no frames)
 //! until its timerfd fires; with the link down, TX chains are dropped and
 //! frames from the backend are read and dropped. A link change wakes the
@@ -151,13 +152,15 @@ pub(crate) struct NetHandler {
     iovs: IoVecs,
     logged_drop: bool,
     /// Host memory for a frame read while the buffers gathered cannot
-    /// hold the largest frame (see [`NetHandler::read_with_little_room`]).
+    /// hold the largest frame, or checked before it reaches the guest
+    /// (see [`NetHandler::read_via_host`]).
     bounce: Vec<u8>,
     /// The length of the frame waiting in `bounce`.
     stashed: Option<usize>,
-    /// The NIC's MAC, for the forged transmit check.
+    /// The NIC's MAC, for the forged transmit and promiscuous checks.
     mac: [u8; 6],
     reject_forged: bool,
+    reject_promiscuous: bool,
     link: NetLink,
     /// Written when the link changes.
     link_wake: Option<EventFd>,
@@ -213,6 +216,7 @@ impl NetHandler {
             stashed: None,
             mac: [0; 6],
             reject_forged: false,
+            reject_promiscuous: false,
             link: NetLink::default(),
             link_wake: None,
             tx_shaper: None,
@@ -222,8 +226,9 @@ impl NetHandler {
         }
     }
 
-    /// Applies the NIC's policy: its MAC (forged transmits), shaping, and
-    /// the link state with the EventFd that signals its changes.
+    /// Applies the NIC's policy: its MAC (forged transmits, promiscuous
+    /// mode), shaping, and the link state with the EventFd that signals
+    /// its changes.
     pub(crate) fn with_policy(
         mut self,
         mac: MacAddr,
@@ -234,6 +239,7 @@ impl NetHandler {
         let now = Instant::now();
         self.mac = mac.bytes();
         self.reject_forged = policy.reject_forged;
+        self.reject_promiscuous = policy.reject_promiscuous;
         self.tx_shaper = policy.tx.map(|s| Shaper::new(&s, now));
         self.rx_shaper = policy.rx.map(|s| Shaper::new(&s, now));
         self.link = link;

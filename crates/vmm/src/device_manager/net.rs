@@ -1,7 +1,8 @@
 //! Networks: the `--net tap[=NAME][,mac=MAC][,policy...]` flag, opening
 //! the TAPs once per VMM process (a TAP keel-vmm created must not vanish,
 //! with its addresses and bridge port, when the guest reboots), and one
-//! virtio-net device per TAP with its policy (forged transmits, shaping)
+//! virtio-net device per TAP with its policy (forged transmits,
+//! promiscuous mode, shaping)
 //! and its link state, which also lives as long as the process.
 
 use std::str::FromStr;
@@ -13,7 +14,7 @@ use crate::config::{parse_size, split_options, OptionsError};
 
 /// The form of `--net`, for error messages.
 pub const NET_FORM: &str = "tap[=NAME][,mac=MAC][,forged-transmits=accept|reject]\
-[,mac-changes=accept|reject][,link=up|down][,rx-rate=BITS/S][,rx-burst=BYTES][,rx-peak=BITS/S]\
+[,mac-changes=accept|reject][,promiscuous=accept|reject][,link=up|down][,rx-rate=BITS/S][,rx-burst=BYTES][,rx-peak=BITS/S]\
 [,tx-rate=BITS/S][,tx-burst=BYTES][,tx-peak=BITS/S]";
 
 /// Every key of `--net`.
@@ -22,6 +23,7 @@ const KEYS: &[&str] = &[
     "mac",
     "forged-transmits",
     "mac-changes",
+    "promiscuous",
     "link",
     "rx-rate",
     "rx-burst",
@@ -46,6 +48,9 @@ pub struct NetConfig {
     /// for the guest to change the device's MAC, so this has an effect only
     /// through `reject_forged` (see docs/net.md); kept for the record.
     pub reject_mac_changes: bool,
+    /// `promiscuous=reject`: drop frames for the guest whose destination
+    /// MAC is a unicast address other than the NIC's.
+    pub reject_promiscuous: bool,
     /// `link=up|down`: the link state the VM starts with.
     pub link_up: bool,
     /// Shaping of what the guest receives and sends.
@@ -61,6 +66,7 @@ impl Default for NetConfig {
             mac: None,
             reject_forged: false,
             reject_mac_changes: false,
+            reject_promiscuous: false,
             link_up: true,
             rx: None,
             tx: None,
@@ -73,6 +79,7 @@ impl NetConfig {
     pub fn policy(&self) -> NetPolicy {
         NetPolicy {
             reject_forged: self.reject_forged,
+            reject_promiscuous: self.reject_promiscuous,
             rx: self.rx,
             tx: self.tx,
         }
@@ -179,6 +186,10 @@ impl FromStr for NetConfig {
                 }
                 "mac-changes" => {
                     net.reject_mac_changes =
+                        parse_accept(key, value).map_err(|e| err(e.to_string()))?
+                }
+                "promiscuous" => {
+                    net.reject_promiscuous =
                         parse_accept(key, value).map_err(|e| err(e.to_string()))?
                 }
                 "link" => {
@@ -337,6 +348,35 @@ mod tests {
             Some(1000)
         );
         assert_eq!(parse("tap").unwrap().policy(), NetPolicy::default());
+    }
+
+    #[test]
+    fn promiscuous_key() {
+        let n = parse("tap,promiscuous=reject").unwrap();
+        assert!(n.reject_promiscuous);
+        assert!(n.policy().reject_promiscuous);
+        // It is a policy of its own: the others keep their defaults.
+        assert!(!n.reject_forged && !n.policy().reject_forged);
+        assert_eq!(
+            parse("tap,promiscuous=accept").unwrap(),
+            NetConfig::default()
+        );
+        assert!(!NetConfig::default().policy().reject_promiscuous);
+        let n =
+            parse("tap=k0,forged-transmits=reject,promiscuous=reject,mac-changes=reject").unwrap();
+        assert!(n.reject_forged && n.reject_promiscuous && n.reject_mac_changes);
+        for (bad, word) in [
+            ("tap,promiscuous=", "invalid promiscuous ''"),
+            ("tap,promiscuous=on", "invalid promiscuous 'on'"),
+            ("tap,promiscuous=Reject", "invalid promiscuous 'Reject'"),
+            ("tap,promiscuous=reject,promiscuous=accept", "given twice"),
+            ("tap,promiscuous", "not key=value"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(word), "{bad:?}: {e}");
+            assert!(e.contains("promiscuous=accept|reject"), "{bad:?}: {e}");
+            assert_eq!(e.lines().count(), 1);
+        }
     }
 
     #[test]

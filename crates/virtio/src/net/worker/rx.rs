@@ -10,6 +10,12 @@
 //! frames meanwhile wait in the TAP's queue. While the guest's ring holds
 //! less than the largest frame (it has not refilled yet), a frame is read
 //! into host memory first and waits there for room instead of being lost.
+//!
+//! With promiscuous mode rejected every frame is read into host memory
+//! first, and a frame whose destination is another unicast MAC is dropped
+//! (`rx_filtered`) before any of it reaches guest memory: the guest can
+//! read its receive buffers at any time, so checking the frame after
+//! reading it into them would let it see other NICs' traffic.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -20,6 +26,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use super::super::backend::IOV_MAX;
 use super::super::features;
 use super::super::header::{HDR_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN};
+use super::super::policy::destination_allowed;
 use super::{arm, NetChainError, NetHandler};
 use crate::chain::{self, ChainError, ChainInfo};
 use crate::queue::{Chain, QueueError};
@@ -126,6 +133,8 @@ enum RxRead {
     Wait,
     /// Lost: longer than the room gathered, or shorter than a header.
     Dropped,
+    /// Not for this NIC (promiscuous mode rejected): dropped unseen.
+    Filtered,
     /// The backend has nothing (more) to give.
     Empty,
 }
@@ -260,19 +269,22 @@ impl NetHandler {
         Ok(split.map_or(RxRead::Dropped, |(count, last)| RxRead::Frame(count, last)))
     }
 
-    /// Reads a frame when the buffers gathered (the guest has not refilled
-    /// its ring yet) may be too small for it: into host memory first, so
-    /// that a frame that does not fit is not lost but waits for more
-    /// buffers — dropping it would make TCP back off for seconds each time
-    /// a slow guest falls behind. It is dropped only when it cannot fit
-    /// although the guest gave at least half its ring (`half_ring` chains).
-    /// Small frames still go out at once; the copy is only paid while the
-    /// guest is short of buffers.
-    fn read_with_little_room(
-        &mut self,
-        mem: &GuestMemoryMmap,
-        half_ring: usize,
-    ) -> io::Result<RxRead> {
+    /// Reads a frame into host memory first, then copies it into the
+    /// gathered buffers. Used in two cases:
+    ///
+    /// - With mergeable buffers, when the buffers gathered (the guest has
+    ///   not refilled its ring yet) may be too small for the frame: one
+    ///   that does not fit is not lost but waits for more buffers —
+    ///   dropping it would make TCP back off for seconds each time a slow
+    ///   guest falls behind. It is dropped only when it cannot fit although
+    ///   the guest gave at least half its ring (`half_ring` chains). Small
+    ///   frames still go out at once; the copy is only paid while the guest
+    ///   is short of buffers.
+    /// - With promiscuous mode rejected, for every frame: a frame for
+    ///   another unicast MAC is [`RxRead::Filtered`] before it touches
+    ///   guest memory. Without mergeable buffers a frame that does not fit
+    ///   the first chain is dropped, as [`Self::read_frame`] does.
+    fn read_via_host(&mut self, mem: &GuestMemoryMmap, half_ring: usize) -> io::Result<RxRead> {
         let n = match self.stashed {
             Some(n) => n,
             None => {
@@ -293,10 +305,21 @@ impl NetHandler {
                 if !(HDR_LEN..=RX_ROOM).contains(&n) {
                     return Ok(RxRead::Dropped);
                 }
+                if self.reject_promiscuous
+                    && !destination_allowed(&self.bounce[HDR_LEN..n], &self.mac)
+                {
+                    return Ok(RxRead::Filtered);
+                }
                 n
             }
         };
-        match split_frame(n, self.rx_bufs.iter().map(|b| b.len)) {
+        let mrg = self.mrg();
+        let split = if mrg {
+            split_frame(n, self.rx_bufs.iter().map(|b| b.len))
+        } else {
+            split_frame(n, self.rx_bufs.front().map(|b| b.len))
+        };
+        match split {
             Some((count, last)) => {
                 self.stashed = None;
                 let mut at = 0;
@@ -307,7 +330,7 @@ impl NetHandler {
                 }
                 Ok(RxRead::Frame(count, last))
             }
-            None if self.rx_bufs.len() >= half_ring || self.rx_descs >= IOV_MAX / 2 => {
+            None if !mrg || self.rx_bufs.len() >= half_ring || self.rx_descs >= IOV_MAX / 2 => {
                 self.stashed = None;
                 Ok(RxRead::Dropped)
             }
@@ -351,9 +374,9 @@ impl NetHandler {
             let little_room = self.mrg()
                 && (self.stashed.is_some()
                     || (self.rx_room < RX_ROOM && self.rx_descs < IOV_MAX / 2));
-            let read = if little_room {
+            let read = if little_room || self.reject_promiscuous {
                 let half_ring = usize::from(ctx.queues[pos].size()) / 2;
-                self.read_with_little_room(&ctx.mem, half_ring)
+                self.read_via_host(&ctx.mem, half_ring)
             } else {
                 self.read_frame(&ctx.mem)
             };
@@ -369,6 +392,10 @@ impl NetHandler {
                 RxRead::Empty | RxRead::Wait => break,
                 RxRead::Dropped => {
                     self.stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                RxRead::Filtered => {
+                    self.stats.rx_filtered.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 RxRead::Frame(count, last) => (count, last),
