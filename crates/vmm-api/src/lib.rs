@@ -312,6 +312,11 @@ pub struct NicCounters {
     /// NIC's (`forged-transmits=reject`).
     #[serde(default)]
     pub tx_forged: u64,
+    /// Frames for the guest dropped because their destination MAC is
+    /// another NIC's unicast address (`promiscuous=reject`). Absent from
+    /// an older server: 0.
+    #[serde(default)]
+    pub rx_filtered: u64,
     /// The link is up (`nic-link`, `--net ...,link=down`). Absent from an
     /// older server: up.
     #[serde(default = "link_up_default")]

@@ -236,6 +236,7 @@ fn counters_round_trip_and_look_as_documented() {
             rx_dropped: 9,
             tx_errors: 10,
             tx_forged: 11,
+            rx_filtered: 12,
             link_up: false,
         }],
     });
@@ -247,7 +248,7 @@ fn counters_round_trip_and_look_as_documented() {
          \"discard_ops\":4,\"write_zeroes_ops\":5,\"errors\":6}],\"nics\":[{\"id\":\"net0\",\
          \"mac\":\"02:6b:65:00:00:01\",\"tap\":\"keel0\",\"rx_packets\":7,\"rx_bytes\":700,\
          \"tx_packets\":8,\"tx_bytes\":800,\"rx_dropped\":9,\"tx_errors\":10,\"tx_forged\":11,\
-         \"link_up\":false}]}}}\n"
+         \"rx_filtered\":12,\"link_up\":false}]}}}\n"
     );
     let back: Response = serde_json::from_str(&line).unwrap();
     assert_eq!(back.into_result(), Ok(counters));
@@ -275,6 +276,7 @@ fn counters_round_trip_and_look_as_documented() {
     };
     assert!(c.nics[0].link_up);
     assert_eq!(c.nics[0].tx_forged, 0);
+    assert_eq!(c.nics[0].rx_filtered, 0);
     // nic-link needs both fields, with their types.
     for bad in [
         &br#"{"v":1,"cmd":"nic-link","nic":"net0"}"#[..],

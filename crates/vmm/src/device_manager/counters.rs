@@ -122,6 +122,7 @@ impl IoCounters {
                         rx_dropped: get(&s.rx_dropped).saturating_add(n.tap_drops()),
                         tx_errors: get(&s.tx_dropped),
                         tx_forged: get(&s.tx_forged),
+                        rx_filtered: get(&s.rx_filtered),
                         link_up: n.link.is_up(),
                     }
                 })
@@ -161,6 +162,7 @@ mod tests {
             &nic.rx_dropped,
             &nic.tx_dropped,
             &nic.tx_forged,
+            &nic.rx_filtered,
         ]
         .into_iter()
         .enumerate()
@@ -212,6 +214,7 @@ mod tests {
                 rx_dropped: 50,
                 tx_errors: 60,
                 tx_forged: 70,
+                rx_filtered: 80,
                 link_up: false,
             }]
         );
