@@ -1,6 +1,6 @@
 // One VM: power operations, clone, delete, unregister; tabs for the
-// summary with live charts, the console, the configuration editor, the
-// console log and the VM's events.
+// summary with its network adapters and live charts, the console, the
+// configuration editor, the console log and the VM's events.
 
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 
@@ -17,6 +17,7 @@ import { Console } from '../ui/console';
 import { EventsList } from '../ui/events';
 import { Button, Confirm, Facts, Field, InlineError, Modal, Section, StateBadge, Tabs } from '../ui/widgets';
 import { SAMPLE_MS } from './host';
+import { NicsSection } from './vm-nics';
 import { powerMany } from './vms';
 
 const TABS = [
@@ -80,7 +81,7 @@ export function VmPage({ name, tab }: { name: string; tab: string }) {
       </div>
       <Tabs label={`${v.name} views`} tabs={TABS.map((t) => ({ ...t, href: href({ page: 'vm', name, tab: t.id }) }))} current={tab} onSelect={go} />
       <div role="tabpanel" id={`panel-${tab}`} aria-labelledby={`tab-${tab}`} class="tab-panel">
-        {tab === 'summary' && <Summary vm={v} />}
+        {tab === 'summary' && <Summary vm={v} onChanged={vm.reload} />}
         {tab === 'console' && <ConsoleTab vm={v} />}
         {tab === 'config' && <ConfigEditor vm={v} onSaved={vm.reload} />}
         {tab === 'log' && <LogTab name={v.name} />}
@@ -144,7 +145,7 @@ export function VmPage({ name, tab }: { name: string; tab: string }) {
   );
 }
 
-function Summary({ vm }: { vm: VmInfo }) {
+function Summary({ vm, onChanged }: { vm: VmInfo; onChanged: () => void }) {
   const c = vm.config;
   const rt = vm.runtime;
   return (
@@ -177,7 +178,7 @@ function Summary({ vm }: { vm: VmInfo }) {
                 (d, i) =>
                   [`Disk ${i}`, `${d.file} (${d.format}${d.readonly ? ', read-only' : ''}, serial ${d.serial})`] as [string, string],
               ),
-              ...c.nics.map((n, i) => [`NIC ${i}`, `TAP ${n.tap ?? '(per run)'}, MAC ${n.mac ?? '(generated)'}`] as [string, string]),
+              ['Network adapters', String(c.nics.length)],
             ]}
           />
           {c.notes && (
@@ -188,6 +189,7 @@ function Summary({ vm }: { vm: VmInfo }) {
           )}
         </Section>
       </div>
+      <NicsSection vm={vm} onChanged={onChanged} />
       <VmCharts vm={vm} />
     </>
   );

@@ -22,6 +22,7 @@ import { Button, Field, InlineError, Modal } from '../ui/widgets';
 export function CreateVmWizard({ existing, onClose }: { existing: string[]; onClose: () => void }) {
   const ctx = useApp();
   const dss = useLoad(() => ctx.api.datastores(), []);
+  const pgs = useLoad(() => ctx.api.portGroups(), []);
   const [form, setForm] = useState<WizardForm>(emptyWizard);
   const [step, setStep] = useState(0);
   const [errors, setErrors] = useState<WizardErrors>({});
@@ -33,7 +34,12 @@ export function CreateVmWizard({ existing, onClose }: { existing: string[]; onCl
     datastores: dss.data ?? [],
     hostThreads: ctx.host?.cpu.threads,
     hostMemoryBytes: ctx.host?.memory_total_bytes,
+    portGroups: pgs.data?.map((p) => p.name),
   };
+  // The chosen port group stays listed even when the host does not have it
+  // (the list failed, or it is gone): validation then says so.
+  const portGroupNames = (pgs.data ?? []).map((p) => p.name);
+  if (form.portGroup && !portGroupNames.includes(form.portGroup)) portGroupNames.unshift(form.portGroup);
   const set = <K extends keyof WizardForm>(k: K, v: WizardForm[K]) => {
     setForm((f) => ({ ...f, [k]: v }));
     setErrors((e) => ({ ...e, [k]: undefined }));
@@ -152,16 +158,29 @@ export function CreateVmWizard({ existing, onClose }: { existing: string[]; onCl
                   {(p) => <input {...p} name="diskSize" value={form.diskSize} onInput={text('diskSize')} />}
                 </Field>
                 <label class="check-row">
-                  <input type="checkbox" name="nic" checked={form.nic} onChange={(e) => set('nic', (e.target as HTMLInputElement).checked)} /> Network adapter (a TAP
-                  interface on the host)
+                  <input type="checkbox" name="nic" checked={form.nic} onChange={(e) => set('nic', (e.target as HTMLInputElement).checked)} /> Network adapter
                 </label>
                 {form.nic && (
                   <div class="grid-2 tight">
-                    <Field label="TAP name" error={errors.tap} hint="Empty: keel-vmm creates one per run">
-                      {(p) => <input {...p} name="tap" value={form.tap} onInput={text('tap')} />}
+                    <Field label="Port group" error={errors.portGroup} hint={pgs.error ? `Cannot list the port groups: ${pgs.error}` : undefined}>
+                      {(p) => (
+                        <select {...p} name="portGroup" value={form.portGroup} onChange={(e) => set('portGroup', (e.target as HTMLSelectElement).value)}>
+                          {portGroupNames.map((n) => (
+                            <option key={n} value={n}>
+                              {n}
+                            </option>
+                          ))}
+                          <option value="">Host TAP interface (outside keeld's switches)</option>
+                        </select>
+                      )}
                     </Field>
-                    <Field label="MAC address" error={errors.mac} hint="Empty: generated">
-                      {(p) => <input {...p} name="mac" value={form.mac} onInput={text('mac')} placeholder="52:54:00:12:34:56" />}
+                    {form.portGroup === '' && (
+                      <Field label="TAP name" error={errors.tap} hint="A TAP on the host that keel-vmm opens or creates">
+                        {(p) => <input {...p} name="tap" value={form.tap} onInput={text('tap')} />}
+                      </Field>
+                    )}
+                    <Field label="MAC address" error={errors.mac} hint="Empty: generated, unique on the host">
+                      {(p) => <input {...p} name="mac" value={form.mac} onInput={text('mac')} placeholder="02:6b:00:12:34:56" />}
                     </Field>
                   </div>
                 )}
@@ -194,7 +213,12 @@ export function CreateVmWizard({ existing, onClose }: { existing: string[]; onCl
                     ['vCPUs', form.vcpus],
                     ['Memory', formatMiB(Number(form.memoryMib))],
                     ['Disk', form.diskSize.trim() ? formatBytes(parseSize(form.diskSize) ?? 0) : 'none'],
-                    ['Network', form.nic ? `TAP ${form.tap || '(per run)'}${form.mac ? `, MAC ${form.mac}` : ''}` : 'none'],
+                    [
+                      'Network',
+                      form.nic
+                        ? `${form.portGroup ? `Port group ${form.portGroup}` : `Host TAP ${form.tap}`}${form.mac ? `, MAC ${form.mac}` : ', generated MAC'}`
+                        : 'none',
+                    ],
                     ['Kernel', form.kernel],
                     ['Initrd', form.initrd || 'none'],
                     ['Command line', form.cmdline || '(empty)'],
