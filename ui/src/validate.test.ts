@@ -219,28 +219,29 @@ describe('the switch dialog', () => {
 
   it('builds a create request, with NAT only when asked', () => {
     const f = { ...emptySwitchForm(), name: 'vSwitch1', mtu: ' 9000 ', uplinks: ['eth1'] };
-    expect(validateSwitchForm(f, ['vSwitch0'])).toEqual({});
+    expect(validateSwitchForm(f)).toEqual({});
     expect(switchFormToCreate(f)).toEqual({ name: 'vSwitch1', mtu: 9000, uplinks: ['eth1'], nat: null });
     const nat = { ...f, nat: true, subnet: '10.78.0.0/24', dhcp: false };
     expect(switchFormToCreate(nat).nat).toEqual({ subnet: '10.78.0.0/24', dhcp: false });
   });
 
-  it('refuses a taken name, a bad MTU, and a bad subnet only with NAT', () => {
-    const e = validateSwitchForm({ ...emptySwitchForm(), name: 'vSwitch0', mtu: '10000', subnet: 'junk' }, ['vSwitch0']);
-    expect(e).toEqual({ name: "A switch named 'vSwitch0' exists already", mtu: 'The MTU must be at most 9000' });
-    const n = validateSwitchForm({ ...emptySwitchForm(), name: 'x', nat: true, subnet: '10.1.2.3/16' }, []);
+  it('refuses a bad MTU, and a bad subnet only with NAT; a taken name is left to keeld', () => {
+    const e = validateSwitchForm({ ...emptySwitchForm(), name: 'vSwitch0', mtu: '10000', subnet: 'junk' });
+    expect(e).toEqual({ mtu: 'The MTU must be at most 9000' });
+    const n = validateSwitchForm({ ...emptySwitchForm(), name: 'x', nat: true, subnet: '10.1.2.3/16' });
     expect(n.subnet).toMatch(/did you mean 10\.1\.0\.0\/16/);
-    expect(validateSwitchForm(emptySwitchForm(), []).name).toMatch(/required/);
+    expect(validateSwitchForm(emptySwitchForm()).name).toMatch(/required/);
+    expect(validateSwitchForm({ ...emptySwitchForm(), name: ' x' }).name).toMatch(/spaces/);
   });
 
   it('edits send only what changed (uplinks in any order are the same)', () => {
     const f = switchToForm(sw);
-    expect(validateSwitchForm(f, ['vSwitch1'], true)).toEqual({});
+    expect(validateSwitchForm(f, true)).toEqual({});
     expect(switchFormToEdit(f, sw)).toEqual({});
     expect(switchFormToEdit({ ...f, uplinks: ['eth2', 'eth1'] }, sw)).toEqual({});
     expect(switchFormToEdit({ ...f, uplinks: ['eth2'], mtu: '9000' }, sw)).toEqual({ mtu: 9000, uplinks: ['eth2'] });
     expect(switchFormToEdit({ ...f, uplinks: [] }, sw)).toEqual({ uplinks: [] });
-    expect(validateSwitchForm({ ...f, mtu: '40' }, [], true)).toEqual({ mtu: 'The MTU must be at least 68' });
+    expect(validateSwitchForm({ ...f, mtu: '40' }, true)).toEqual({ mtu: 'The MTU must be at least 68' });
   });
 
   it('shows NAT of an existing switch', () => {
@@ -260,7 +261,7 @@ describe('the port group dialog', () => {
 
   it("defaults to keeld's policy and builds a create request", () => {
     const f = { ...emptyPortGroupForm('vSwitch0'), name: 'DMZ', vlan: '42' };
-    expect(validatePortGroupForm(f, ['VM Network'], ['vSwitch0'])).toEqual({});
+    expect(validatePortGroupForm(f, ['vSwitch0'])).toEqual({});
     expect(portGroupFormToCreate(f)).toEqual({
       name: 'DMZ',
       switch: 'vSwitch0',
@@ -271,18 +272,16 @@ describe('the port group dialog', () => {
 
   it('includes shaping with optional peak and burst', () => {
     const f = { ...emptyPortGroupForm('vSwitch0'), name: 'slow', shaping: true, averageKbps: '1000', peakKbps: '', burstKib: '128' };
-    expect(validatePortGroupForm(f, [], ['vSwitch0'])).toEqual({});
+    expect(validatePortGroupForm(f, ['vSwitch0'])).toEqual({});
     expect(portGroupFormToCreate(f).policy?.shaping).toEqual({ average_kbps: 1000, peak_kbps: null, burst_kib: 128 });
   });
 
-  it('refuses a taken name, a missing switch, a VLAN out of range and bad shaping', () => {
+  it('refuses a missing switch, a VLAN out of range and bad shaping; a taken name is left to keeld', () => {
     const e = validatePortGroupForm(
       { ...emptyPortGroupForm(''), name: 'VM Network', vlan: '4095', shaping: true, averageKbps: '', burstKib: '0' },
-      ['VM Network'],
       ['vSwitch0'],
     );
     expect(e).toEqual({
-      name: "A port group named 'VM Network' exists already",
       switch: 'Choose a virtual switch',
       vlan: 'The VLAN ID must be at most 4094',
       averageKbps: 'The average bandwidth is required',
@@ -290,20 +289,19 @@ describe('the port group dialog', () => {
     });
     const peak = validatePortGroupForm(
       { ...emptyPortGroupForm('vSwitch0'), name: 'p', shaping: true, averageKbps: '2000', peakKbps: '1000' },
-      [],
       ['vSwitch0'],
     );
     expect(peak).toEqual({ peakKbps: 'The peak bandwidth must be at least the average' });
-    expect(validatePortGroupForm({ ...emptyPortGroupForm('vSwitch9'), name: 'p' }, [], ['vSwitch0']).switch).toBe(
+    expect(validatePortGroupForm({ ...emptyPortGroupForm('vSwitch9'), name: 'p' }, ['vSwitch0']).switch).toBe(
       "No virtual switch 'vSwitch9'",
     );
     // Shaping fields are ignored while shaping is off.
-    expect(validatePortGroupForm({ ...emptyPortGroupForm('vSwitch0'), name: 'p', averageKbps: 'x' }, [], ['vSwitch0'])).toEqual({});
+    expect(validatePortGroupForm({ ...emptyPortGroupForm('vSwitch0'), name: 'p', averageKbps: 'x' }, ['vSwitch0'])).toEqual({});
   });
 
   it('edits send only what changed', () => {
     const f = portGroupToForm(pg);
-    expect(validatePortGroupForm(f, ['VM Network'], ['vSwitch0'], true)).toEqual({});
+    expect(validatePortGroupForm(f, ['vSwitch0'], true)).toEqual({});
     expect(portGroupFormToEdit(f, pg)).toEqual({});
     expect(portGroupFormToEdit({ ...f, vlan: '10' }, pg)).toEqual({ vlan: 10 });
     const edit = portGroupFormToEdit({ ...f, forgedTransmits: 'reject', shaping: true, averageKbps: '500' }, pg);

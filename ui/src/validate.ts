@@ -324,14 +324,14 @@ export function switchToForm(sw: Switch): SwitchForm {
   };
 }
 
-/** `existing`: the other switches' names (a new name must not be one). In
- * edit mode only what can change (MTU, uplinks) is checked. */
-export function validateSwitchForm(f: SwitchForm, existing: string[], editing = false): SwitchErrors {
+/** In edit mode only what can change (MTU, uplinks) is checked. A name in
+ * use, an uplink in use or a subnet that overlaps is keeld's to refuse
+ * (it knows the host as it is now): its message is shown. */
+export function validateSwitchForm(f: SwitchForm, editing = false): SwitchErrors {
   const e: SwitchErrors = {};
   if (!editing) {
     const name = nameProblem(f.name, 'The name');
     if (name) e.name = name;
-    else if (existing.includes(f.name)) e.name = `A switch named '${f.name}' exists already`;
     if (f.nat) {
       const subnet = subnetProblem(f.subnet);
       if (subnet) e.subnet = subnet;
@@ -409,19 +409,14 @@ export function portGroupToForm(pg: PortGroup): PortGroupForm {
   };
 }
 
-/** `existing`: the port groups' names; `switches`: the switches' names.
- * In edit mode the name and switch are fixed (PATCH cannot change them). */
-export function validatePortGroupForm(
-  f: PortGroupForm,
-  existing: string[],
-  switches: string[],
-  editing = false,
-): PortGroupErrors {
+/** `switches`: the switches' names. In edit mode the name and switch are
+ * fixed (PATCH cannot change them). A name in use is keeld's to refuse:
+ * its message is shown. */
+export function validatePortGroupForm(f: PortGroupForm, switches: string[], editing = false): PortGroupErrors {
   const e: PortGroupErrors = {};
   if (!editing) {
     const name = nameProblem(f.name, 'The name');
     if (name) e.name = name;
-    else if (existing.includes(f.name)) e.name = `A port group named '${f.name}' exists already`;
     if (!f.switch) e.switch = 'Choose a virtual switch';
     else if (switches.length > 0 && !switches.includes(f.switch)) e.switch = `No virtual switch '${f.switch}'`;
   }

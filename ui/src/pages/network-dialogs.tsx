@@ -66,11 +66,7 @@ export function SwitchDialog({
 
   const submit = async (e: Event) => {
     e.preventDefault();
-    const errs = validateSwitchForm(
-      f,
-      switches.map((s) => s.name),
-      editing,
-    );
+    const errs = validateSwitchForm(f, editing);
     setErrors(errs);
     if (Object.keys(errs).length) {
       focusFirstError();
@@ -202,14 +198,12 @@ function AcceptSelect({ label, value, onChange, hint }: { label: string; value: 
 export function PortGroupDialog({
   pg,
   switches,
-  portGroups,
   onClose,
   onDone,
 }: {
   /** The port group to edit; a new one when absent. */
   pg?: PortGroup;
   switches: Switch[];
-  portGroups: PortGroup[];
   onClose: () => void;
   onDone: () => void;
 }) {
@@ -227,12 +221,7 @@ export function PortGroupDialog({
 
   const submit = async (e: Event) => {
     e.preventDefault();
-    const errs = validatePortGroupForm(
-      f,
-      portGroups.map((p) => p.name),
-      switches.map((s) => s.name),
-      editing,
-    );
+    const errs = validatePortGroupForm(f, switches.map((s) => s.name), editing);
     setErrors(errs);
     if (Object.keys(errs).length) {
       focusFirstError();

@@ -76,7 +76,7 @@ export function NetworkPage() {
       </Section>
 
       {dialog?.kind === 'switch' && <SwitchDialog sw={dialog.sw} switches={sws} hostNics={nics} onClose={close} onDone={() => (reload(), ctx.changed())} />}
-      {dialog?.kind === 'portgroup' && <PortGroupDialog pg={dialog.pg} switches={sws} portGroups={pgs} onClose={close} onDone={() => (reload(), ctx.changed())} />}
+      {dialog?.kind === 'portgroup' && <PortGroupDialog pg={dialog.pg} switches={sws} onClose={close} onDone={() => (reload(), ctx.changed())} />}
       {dialog?.kind === 'delete-switch' && (
         <Confirm
           title={`Delete ${dialog.sw.name}?`}
