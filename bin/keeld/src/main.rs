@@ -39,6 +39,16 @@ struct Args {
     /// Extra names for the self-signed certificate (hostnames, addresses).
     #[arg(long = "cert-name", value_name = "NAME")]
     cert_names: Vec<String>,
+    /// The default network's subnet, used on first start only (default:
+    /// the first of 10.77.0.0/24, 10.177.0.0/24, 172.31.77.0/24,
+    /// 192.168.77.0/24 that does not overlap the host's networks).
+    #[arg(long, value_name = "CIDR")]
+    vm_network_subnet: Option<String>,
+    /// Keep switches and port groups in the inventory only: no bridges,
+    /// NAT, DHCP or TAPs on this host (VMs with network adapters on port
+    /// groups cannot power on).
+    #[arg(long)]
+    no_host_network: bool,
 }
 
 fn main() -> ExitCode {
@@ -130,6 +140,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         state_dir: args.state_dir.clone(),
         keel_vmm,
         admin_password,
+        vm_network_subnet: args.vm_network_subnet.clone(),
+        host_network: !args.no_host_network,
     })
     .with_context(|| format!("Cannot open the host state in {}", args.state_dir.display()))?;
     if opened.first_start {

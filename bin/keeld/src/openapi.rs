@@ -4,11 +4,11 @@
 
 use utoipa::OpenApi;
 
-use crate::routes::{datastores, host, tasks, users, vms};
+use crate::routes::{datastores, host, network, tasks, users, vms};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Keel host API", description = "keeld's REST API: VMs, datastores, tasks, events, users and permissions."),
+    info(title = "Keel host API", description = "keeld's REST API: VMs, datastores, networking, tasks, events, users and permissions."),
     paths(
         host::info, host::metrics, host::openapi,
         users::login, users::whoami, users::logout, users::roles, users::list, users::create,
@@ -20,6 +20,10 @@ use crate::routes::{datastores, host, tasks, users, vms};
         tasks::list, tasks::show, tasks::events,
         datastores::list, datastores::browse, datastores::mkdir, datastores::download,
         datastores::upload, datastores::remove,
+        network::switches, network::switch_create, network::switch_show, network::switch_edit,
+        network::switch_delete, network::portgroups, network::portgroup_create,
+        network::portgroup_show, network::portgroup_edit, network::portgroup_delete,
+        network::nics, network::nic_add, network::nic_edit, network::nic_remove,
     ),
     components(schemas(hostd_api::ErrorBody, hostd_api::ErrorInfo)),
     modifiers(&Security),

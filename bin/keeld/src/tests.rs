@@ -31,6 +31,8 @@ fn host(name: &str) -> TestHost {
         state_dir: dir.clone(),
         keel_vmm: "/bin/false".into(),
         admin_password: Some(PW.into()),
+        vm_network_subnet: None,
+        host_network: false,
     })
     .expect("open the host");
     let app = router(AppState {
@@ -253,4 +255,72 @@ async fn documents_pages_and_metrics() {
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .all(|l| l.starts_with("keel_")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_routes_and_their_refusals() {
+    let t = host("network");
+    let admin = basic("admin", PW);
+    let a = Some(admin.as_str());
+    let (s, v, _) = call(&t, "GET", "/api/v1/network/switches", a, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v[0]["name"], "vSwitch0");
+    assert_eq!(v[0]["port_groups"], json!(["VM Network"]));
+    let (s, v, _) = call(
+        &t,
+        "GET",
+        "/api/v1/network/portgroups/VM%20Network",
+        a,
+        None,
+    )
+    .await;
+    assert_eq!((s, v["vlan"].clone()), (StatusCode::OK, json!(0)), "{v}");
+    let cases = [
+        (
+            "/api/v1/network/switches",
+            json!({"name": "vSwitch0"}),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/api/v1/network/switches",
+            json!({"name": "s1", "mtu": 65536}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/network/switches",
+            json!({"name": "s1", "nat": {"subnet": "10.0.0.0/33"}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/network/portgroups",
+            json!({"name": "p", "switch": "vSwitch0", "vlan": 4095}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/network/portgroups",
+            json!({"name": "p", "switch": "nope"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v1/network/portgroups",
+            json!({"name": "VM Network", "switch": "vSwitch0"}),
+            StatusCode::CONFLICT,
+        ),
+    ];
+    for (uri, body, want) in cases {
+        let (s, v, _) = call(&t, "POST", uri, a, Some(body.to_string())).await;
+        assert_eq!(s, want, "{uri} {body}: {v}");
+        assert!(v["error"]["message"].as_str().is_some(), "{v}");
+    }
+    let body = json!({"name": "p10", "switch": "vSwitch0", "vlan": 10}).to_string();
+    let (s, v, _) = call(&t, "POST", "/api/v1/network/portgroups", a, Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v, _) = call(&t, "DELETE", "/api/v1/network/switches/vSwitch0", a, None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, _, _) = call(&t, "DELETE", "/api/v1/network/portgroups/p10", a, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v, _) = call(&t, "GET", "/api/v1/vms/none/nics", a, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v, _) = call(&t, "PATCH", "/api/v1/vms/none/nics/x", a, Some("{}".into())).await;
+    assert!(s.is_client_error(), "{s} {v}");
 }

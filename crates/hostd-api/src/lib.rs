@@ -13,11 +13,13 @@
 #![forbid(unsafe_code)]
 
 mod host;
+mod network;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub use host::*;
+pub use network::*;
 
 /// The API version in every path (`/api/v1`).
 pub const API_PREFIX: &str = "/api/v1";
@@ -157,17 +159,40 @@ pub struct DiskConfig {
     pub serial: String,
 }
 
-/// A network interface. Until virtual switches exist, a NIC is a TAP on
-/// the host: `tap` names one (created by keel-vmm when missing); without
-/// it keel-vmm creates one for the VM's run.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// A network interface (a virtio-net device in the guest). On a port
+/// group, keeld creates the NIC's TAP on the port group's switch at
+/// power-on and removes it when the VM stops. `tap` alone (no port group)
+/// names a host TAP that keel-vmm opens or creates, outside keeld's
+/// switches. A new NIC with neither goes on `VM Network`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NicConfig {
     #[serde(default)]
+    pub port_group: Option<String>,
+    #[serde(default)]
     pub tap: Option<String>,
-    /// `52:54:00:..`-style unicast MAC; generated when absent.
+    /// Unicast, unique on the host; generated (locally administered
+    /// `02:6b:…`) when the NIC is created without one.
     #[serde(default)]
     pub mac: Option<String>,
+    /// Link up at power-on. Default true.
+    #[serde(default = "default_true")]
+    pub connected: bool,
+}
+
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+impl Default for NicConfig {
+    fn default() -> Self {
+        NicConfig {
+            port_group: None,
+            tap: None,
+            mac: None,
+            connected: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -210,9 +235,12 @@ pub struct VmInfo {
     pub power_state: PowerState,
     pub config: VmConfig,
     pub autostart: bool,
-    /// The guest's IP address when known.
+    /// The guest's IP address when known (its first NIC's).
     #[serde(default)]
     pub ip: Option<String>,
+    /// The NICs, with their TAPs and addresses.
+    #[serde(default)]
+    pub nics: Vec<NicInfo>,
     /// While the VMM runs.
     #[serde(default)]
     pub runtime: Option<VmRuntime>,

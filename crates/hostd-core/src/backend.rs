@@ -13,7 +13,14 @@ pub use crate::supervisor::{ConsoleHandle, ExitReason, OnExit, ProcStats, RunInf
 
 /// The supervisor's operations; errors are one-line messages.
 pub trait VmmBackend: Send + Sync {
-    fn start(&self, id: i64, folder: &Path, cfg: &VmConfig) -> Result<RunInfo, String>;
+    /// `nets`: keel-vmm's `--net` specs, one per NIC of `cfg`.
+    fn start(
+        &self,
+        id: i64,
+        folder: &Path,
+        cfg: &VmConfig,
+        nets: &[String],
+    ) -> Result<RunInfo, String>;
     /// How the VM's last VMM ended while keeld was away (see
     /// [`Supervisor::last_exit`]); call before `attach`.
     fn last_exit(&self, id: i64, folder: &Path) -> Option<VmExit>;
@@ -49,8 +56,14 @@ fn message(e: crate::supervisor::SupervisorError) -> String {
 }
 
 impl VmmBackend for Supervisor {
-    fn start(&self, id: i64, folder: &Path, cfg: &VmConfig) -> Result<RunInfo, String> {
-        Supervisor::start(self, id, folder, cfg).map_err(message)
+    fn start(
+        &self,
+        id: i64,
+        folder: &Path,
+        cfg: &VmConfig,
+        nets: &[String],
+    ) -> Result<RunInfo, String> {
+        Supervisor::start_with_nets(self, id, folder, cfg, Some(nets)).map_err(message)
     }
     fn last_exit(&self, id: i64, folder: &Path) -> Option<VmExit> {
         Supervisor::last_exit(self, id, folder)

@@ -16,6 +16,7 @@ mod host;
 mod hostinfo;
 mod metrics;
 mod names;
+mod network;
 mod power;
 mod store;
 pub mod supervisor;

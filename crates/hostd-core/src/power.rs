@@ -168,8 +168,21 @@ impl Host {
         let folder = self.vm_folder(row)?;
         let cfg = vmconfig::read(&vmconfig::path_in(&folder, &row.folder))?;
         vmconfig::check_files(&folder, &cfg)?;
+        let nets = match self.prepare_nics(row, &cfg) {
+            Ok(n) => n,
+            Err(e) => {
+                let msg = format!("Powering on VM {name} failed: {e}");
+                self.event(
+                    NewEvent::info("vm.power-on-failed", &msg)
+                        .severity(Severity::Error)
+                        .user(user)
+                        .target(&target),
+                );
+                return Err(e.with_message(msg));
+            }
+        };
         self.set_last_exit(row.id, Some(last_exit::RUNNING), None)?;
-        match self.backend().start(row.id, &folder, &cfg) {
+        match self.backend().start(row.id, &folder, &cfg, &nets) {
             Ok(run) => {
                 self.event(
                     NewEvent::info(
@@ -182,6 +195,7 @@ impl Host {
                 Ok(())
             }
             Err(e) => {
+                self.release_nics(row.id);
                 let msg = format!("Powering on VM {name} failed: {e}");
                 self.set_last_exit(
                     row.id,
@@ -226,6 +240,7 @@ impl Host {
 
     /// Records how a VMM ended (called by the supervisor).
     pub(crate) fn on_vm_exit(&self, exit: VmExit) {
+        self.release_nics(exit.id);
         let row = self
             .store()
             .with(|c| vms::row_by_id(c, exit.id))

@@ -3,6 +3,7 @@
 pub(crate) mod console;
 pub(crate) mod datastores;
 pub(crate) mod host;
+pub(crate) mod network;
 pub(crate) mod tasks;
 mod ui;
 pub(crate) mod users;
@@ -34,6 +35,34 @@ pub fn router() -> Router<AppState> {
         .route("/vms/{name}/log", get(vms::log))
         .route("/vms/{name}/events", get(vms::events))
         .route("/vms/{name}/console", get(console::console))
+        .route(
+            "/vms/{name}/nics",
+            get(network::nics).post(network::nic_add),
+        )
+        .route(
+            "/vms/{name}/nics/{index}",
+            axum::routing::patch(network::nic_edit).delete(network::nic_remove),
+        )
+        .route(
+            "/network/switches",
+            get(network::switches).post(network::switch_create),
+        )
+        .route(
+            "/network/switches/{name}",
+            get(network::switch_show)
+                .patch(network::switch_edit)
+                .delete(network::switch_delete),
+        )
+        .route(
+            "/network/portgroups",
+            get(network::portgroups).post(network::portgroup_create),
+        )
+        .route(
+            "/network/portgroups/{name}",
+            get(network::portgroup_show)
+                .patch(network::portgroup_edit)
+                .delete(network::portgroup_delete),
+        )
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::show))
         .route("/events", get(tasks::events))

@@ -22,6 +22,7 @@ use crate::datastores;
 use crate::error::{CoreError, Result};
 use crate::events::{self, NewEvent};
 use crate::fsutil::{self, now_ms};
+use crate::network::runtime::NetRuntime;
 use crate::store::Store;
 use crate::sys;
 use crate::tasks::{self, Tasks};
@@ -36,6 +37,13 @@ pub struct HostOptions {
     /// The `admin` user's password on first start (`KEEL_ADMIN_PASSWORD`);
     /// generated when absent. Ignored after the first start.
     pub admin_password: Option<String>,
+    /// The default network's subnet on first start (like `10.77.0.0/24`);
+    /// when absent, the first of a few candidates that does not overlap
+    /// the host's own networks.
+    pub vm_network_subnet: Option<String>,
+    /// Apply switches, NAT, DHCP and TAPs to the host (false: keeld's
+    /// `--no-host-network`, the inventory only).
+    pub host_network: bool,
 }
 
 impl std::fmt::Debug for HostOptions {
@@ -48,6 +56,8 @@ impl std::fmt::Debug for HostOptions {
                 "admin_password",
                 &self.admin_password.as_ref().map(|_| "<hidden>"),
             )
+            .field("vm_network_subnet", &self.vm_network_subnet)
+            .field("host_network", &self.host_network)
             .finish()
     }
 }
@@ -80,6 +90,14 @@ pub(crate) struct Inner {
     pub store: Store,
     pub tasks: Tasks,
     pub backend: Arc<dyn VmmBackend>,
+    /// The kernel side of virtual networking.
+    pub net: Arc<dyn NetRuntime>,
+    /// Held by every change of switches, port groups and NICs.
+    pub net_lock: Mutex<()>,
+    /// The last address the DHCP servers bound per MAC (for events).
+    pub net_ips: Mutex<HashMap<net::Mac, std::net::Ipv4Addr>>,
+    /// Link state set while a VM runs: (VM id, NIC index) → up.
+    pub nic_links: Mutex<HashMap<(i64, usize), bool>>,
     pub limiter: Mutex<Limiter>,
     /// VMs with an operation in progress (power, edit, clone, delete).
     pub busy: Mutex<HashMap<i64, &'static str>>,
@@ -116,10 +134,22 @@ impl Host {
         let run_dir = opts.state_dir.join("run");
         let make: MakeBackend =
             Box::new(move |on_exit| crate::power::real_backend(keel_vmm, run_dir, on_exit));
-        Self::open_with(opts, make)
+        create_dir(&opts.state_dir, 0o700)?;
+        let lease_dir = opts.state_dir.join("network");
+        create_dir(&lease_dir, 0o700)?;
+        let net: Arc<dyn NetRuntime> = if opts.host_network {
+            Arc::new(crate::network::runtime::RealNet::new(lease_dir))
+        } else {
+            Arc::new(crate::network::runtime::NoNet)
+        };
+        Self::open_with(opts, make, net)
     }
 
-    pub(crate) fn open_with(opts: HostOptions, make_backend: MakeBackend) -> Result<Opened> {
+    pub(crate) fn open_with(
+        opts: HostOptions,
+        make_backend: MakeBackend,
+        net: Arc<dyn NetRuntime>,
+    ) -> Result<Opened> {
         let state = &opts.state_dir;
         create_dir(state, 0o700)?;
         let ds_dir = state.join("datastores").join(datastores::DEFAULT);
@@ -214,6 +244,10 @@ impl Host {
                 store,
                 tasks: Tasks::default(),
                 backend: make_backend(on_exit),
+                net,
+                net_lock: Mutex::new(()),
+                net_ips: Mutex::new(HashMap::new()),
+                nic_links: Mutex::new(HashMap::new()),
                 limiter: Mutex::new(Limiter::default()),
                 busy: Mutex::new(HashMap::new()),
                 reserved: Mutex::new(HashSet::new()),
@@ -234,7 +268,10 @@ impl Host {
             );
         }
         host.recover_leftovers();
+        // Fails only on a bad --vm-network-subnet or a database failure.
+        host.network_start(opts.vm_network_subnet.as_deref())?;
         host.reattach_all();
+        host.release_stale_nics();
         host.event(NewEvent::info("host.started", "keeld started"));
         host.start_autostart();
         Ok(Opened {

@@ -11,6 +11,7 @@ use hostd_api::{BootCreate, DiskCreate, TaskState, VmConfig, VmCreate};
 use super::{lock, Caller, Host, HostOptions, Opened};
 use crate::backend::{ConsoleHandle, ExitReason, OnExit, ProcStats, RunInfo, VmExit, VmmBackend};
 use crate::fsutil::TestDir;
+use crate::network::runtime::FakeNet;
 
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
 
@@ -28,6 +29,10 @@ pub struct Fake {
     pub counters: Mutex<HashMap<i64, Option<vmm_api::VmCounters>>>,
     /// Milliseconds `counters` takes to answer.
     pub counters_delay_ms: AtomicU64,
+    /// The `--net` specs of each VM's last start.
+    pub nets: Mutex<HashMap<i64, Vec<String>>>,
+    /// NIC link requests: (VM id, nic, up).
+    pub links: Mutex<Vec<(i64, String, bool)>>,
     next_pid: AtomicU64,
 }
 
@@ -53,6 +58,8 @@ impl Fake {
             start_delay_ms: AtomicU64::new(0),
             counters: Mutex::new(HashMap::new()),
             counters_delay_ms: AtomicU64::new(0),
+            nets: Mutex::new(HashMap::new()),
+            links: Mutex::new(Vec::new()),
             next_pid: AtomicU64::new(1000),
         }
     }
@@ -86,7 +93,14 @@ impl Fake {
 }
 
 impl VmmBackend for Fake {
-    fn start(&self, id: i64, _folder: &Path, cfg: &VmConfig) -> Result<RunInfo, String> {
+    fn start(
+        &self,
+        id: i64,
+        _folder: &Path,
+        cfg: &VmConfig,
+        nets: &[String],
+    ) -> Result<RunInfo, String> {
+        lock(&self.nets).insert(id, nets.to_vec());
         std::thread::sleep(Duration::from_millis(
             self.start_delay_ms.load(Ordering::Relaxed),
         ));
@@ -151,6 +165,10 @@ impl VmmBackend for Fake {
                 *boots += 1;
                 Ok(Reply::Done)
             }
+            Request::NicLink { nic, up } => {
+                lock(&self.links).push((id, nic, up));
+                Ok(Reply::Done)
+            }
             Request::PowerButton => {
                 drop(running);
                 // The guest honours it at once.
@@ -189,6 +207,7 @@ impl VmmBackend for Fake {
 pub struct TestHost {
     pub host: Host,
     pub fake: Arc<Fake>,
+    pub net: Arc<FakeNet>,
     pub admin: Caller,
     pub opened_first: bool,
     pub password_file: Option<PathBuf>,
@@ -200,11 +219,18 @@ pub fn options(dir: &Path) -> HostOptions {
         state_dir: dir.join("state"),
         keel_vmm: PathBuf::from("/nonexistent/keel-vmm"),
         admin_password: Some(ADMIN_PASSWORD.into()),
+        vm_network_subnet: None,
+        host_network: false,
     }
 }
 
 /// Opens a host with the fake backend.
 pub fn open_fake(opts: HostOptions) -> crate::Result<(Opened, Arc<Fake>)> {
+    open_fake_net(opts, Arc::new(FakeNet::default()))
+}
+
+/// Opens a host with the fake backend and the given fake network.
+pub fn open_fake_net(opts: HostOptions, net: Arc<FakeNet>) -> crate::Result<(Opened, Arc<Fake>)> {
     let slot: Arc<OnceLock<Arc<Fake>>> = Arc::new(OnceLock::new());
     let s2 = slot.clone();
     let opened = Host::open_with(
@@ -214,6 +240,7 @@ pub fn open_fake(opts: HostOptions) -> crate::Result<(Opened, Arc<Fake>)> {
             let _ = s2.set(fake.clone());
             fake
         }),
+        net,
     )?;
     let fake = slot.get().cloned().expect("backend built");
     Ok((opened, fake))
@@ -221,10 +248,12 @@ pub fn open_fake(opts: HostOptions) -> crate::Result<(Opened, Arc<Fake>)> {
 
 pub fn test_host(tag: &str) -> TestHost {
     let dir = TestDir::new(tag);
-    let (opened, fake) = open_fake(options(dir.path())).unwrap();
+    let net = Arc::new(FakeNet::default());
+    let (opened, fake) = open_fake_net(options(dir.path()), net.clone()).unwrap();
     TestHost {
         host: opened.host,
         fake,
+        net,
         admin: Caller {
             user: "admin".into(),
         },

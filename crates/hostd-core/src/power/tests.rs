@@ -128,6 +128,8 @@ fn payload_vms_run_through_their_lifecycle_with_keel_vmm() {
         state_dir: dir.path().join("s"),
         keel_vmm: keel_vmm(),
         admin_password: Some("admin-password-1".into()),
+        vm_network_subnet: None,
+        host_network: false,
     };
     let admin = Caller {
         user: "admin".into(),

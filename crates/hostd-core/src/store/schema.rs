@@ -68,4 +68,23 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_target ON events(target, id);
     CREATE INDEX tasks_user ON tasks(user, id);
     "#,
+    // 2: virtual networking. A switch's bridge is `keelbr<id>`; uplinks
+    // are a JSON array of host NIC names; a port group's policy is
+    // hostd_api::NetPolicy as JSON.
+    r#"
+    CREATE TABLE switches (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        name       TEXT NOT NULL UNIQUE,
+        mtu        INTEGER NOT NULL,
+        uplinks    TEXT NOT NULL,
+        nat_subnet TEXT,
+        dhcp       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE port_groups (
+        name        TEXT PRIMARY KEY,
+        switch_id   INTEGER NOT NULL REFERENCES switches(id),
+        vlan        INTEGER NOT NULL,
+        policy_json TEXT NOT NULL
+    );
+    "#,
 ];

@@ -65,8 +65,14 @@ fn option_value<'a>(what: &str, value: &'a str) -> Result<&'a str, String> {
     Ok(value)
 }
 
-/// keel-vmm's arguments for `cfg`, to run in the VM's folder.
-pub fn vmm_args(cfg: &VmConfig, paths: &RunPaths) -> Result<Vec<OsString>, String> {
+/// keel-vmm's arguments for `cfg`, to run in the VM's folder. `nets` are
+/// the `--net` specs the host's network made (TAPs on its switches); without
+/// them the NICs of `cfg` become plain TAP specs.
+pub fn vmm_args(
+    cfg: &VmConfig,
+    nets: Option<&[String]>,
+    paths: &RunPaths,
+) -> Result<Vec<OsString>, String> {
     for p in [&paths.api, &paths.console] {
         if p.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(format!(
@@ -110,6 +116,15 @@ pub fn vmm_args(cfg: &VmConfig, paths: &RunPaths) -> Result<Vec<OsString>, Strin
             spec.push_str(option_value(&format!("{what} serial"), &d.serial)?);
         }
         push("--disk", spec.into());
+    }
+    if let Some(nets) = nets {
+        for (i, spec) in nets.iter().enumerate() {
+            if spec.chars().any(char::is_control) {
+                return Err(format!("NIC {i}'s spec has control characters"));
+            }
+            push("--net", spec.into());
+        }
+        return Ok(args);
     }
     for (i, n) in cfg.nics.iter().enumerate() {
         let mut spec = String::from("tap");
@@ -155,6 +170,7 @@ mod tests {
                 NicConfig {
                     tap: Some("tap-web".into()),
                     mac: Some("52:54:00:12:34:56".into()),
+                    ..NicConfig::default()
                 },
             ],
             boot: BootConfig {
@@ -175,7 +191,7 @@ mod tests {
     fn a_full_config_becomes_these_flags() {
         let paths = RunPaths::new(Path::new("/var/lib/keel/run"), 7);
         assert_eq!(paths.exit, Path::new("/var/lib/keel/run/7/exit.json"));
-        let args = strings(vmm_args(&config(), &paths).unwrap());
+        let args = strings(vmm_args(&config(), None, &paths).unwrap());
         let want = [
             "--kernel",
             "vmlinuz",
@@ -212,7 +228,7 @@ mod tests {
         cfg.boot.initrd = None;
         cfg.disks.clear();
         cfg.nics.clear();
-        let args = strings(vmm_args(&cfg, &RunPaths::new(Path::new("/r"), 1)).unwrap());
+        let args = strings(vmm_args(&cfg, None, &RunPaths::new(Path::new("/r"), 1)).unwrap());
         assert!(!args.iter().any(|a| a == "--cmdline" || a == "--initrd"));
         assert!(!args.iter().any(|a| a == "--disk" || a == "--net"));
     }
@@ -239,11 +255,11 @@ mod tests {
         for (edit, needle) in cases {
             let mut cfg = config();
             edit(&mut cfg);
-            let e = vmm_args(&cfg, &paths).unwrap_err();
+            let e = vmm_args(&cfg, None, &paths).unwrap_err();
             assert!(e.contains(needle), "{e}");
         }
         let long = RunPaths::new(&Path::new("/").join("x".repeat(100)), 1);
-        let e = vmm_args(&config(), &long).unwrap_err();
+        let e = vmm_args(&config(), None, &long).unwrap_err();
         assert!(e.contains("shorter state directory"), "{e}");
     }
 }

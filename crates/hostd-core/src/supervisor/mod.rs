@@ -290,8 +290,20 @@ impl Supervisor {
         folder: &Path,
         cfg: &VmConfig,
     ) -> Result<RunInfo, SupervisorError> {
+        self.start_with_nets(id, folder, cfg, None)
+    }
+
+    /// [`Supervisor::start`] with the NICs as keel-vmm `--net` specs (the
+    /// TAPs the host's network created).
+    pub fn start_with_nets(
+        &self,
+        id: i64,
+        folder: &Path,
+        cfg: &VmConfig,
+        nets: Option<&[String]>,
+    ) -> Result<RunInfo, SupervisorError> {
         let paths = RunPaths::new(&self.shared.run_dir, id);
-        let args = argv::vmm_args(cfg, &paths).map_err(SupervisorError::BadConfig)?;
+        let args = argv::vmm_args(cfg, nets, &paths).map_err(SupervisorError::BadConfig)?;
         self.reserve(id)?;
         let launched = self.launch(id, folder, &paths, args);
         let (vmm, child) = match launched {

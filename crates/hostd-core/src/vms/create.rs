@@ -6,9 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use hostd_api::{
-    BootConfig, DiskConfig, NicConfig, Privilege, Severity, Task, VmClone, VmConfig, VmCreate,
-};
+use hostd_api::{BootConfig, DiskConfig, Privilege, Severity, Task, VmClone, VmConfig, VmCreate};
 
 use super::{delete_row, insert_row, row_by_name, CREATING};
 use crate::datastores::{self, DatastoreRow};
@@ -20,7 +18,6 @@ use crate::names;
 use crate::vmconfig;
 
 pub const MAX_DISKS: usize = 16;
-pub const MAX_NICS: usize = 8;
 /// What creating one qcow2 counts for in the progress, in bytes.
 const QCOW2_WEIGHT: u64 = 1 << 20;
 
@@ -88,11 +85,6 @@ impl Host {
         if spec.disks.len() > MAX_DISKS {
             return Err(CoreError::bad_request(format!(
                 "A VM has at most {MAX_DISKS} disks"
-            )));
-        }
-        if spec.nics.len() > MAX_NICS {
-            return Err(CoreError::bad_request(format!(
-                "A VM has at most {MAX_NICS} NICs"
             )));
         }
         let ds = datastores::get(
@@ -180,23 +172,7 @@ impl Host {
             });
         }
 
-        let mut nics = Vec::new();
-        for n in &spec.nics {
-            if let Some(tap) = &n.tap {
-                vmconfig::check_tap(tap)?;
-            }
-            let mac = match &n.mac {
-                Some(mac) => {
-                    vmconfig::check_mac(mac)?;
-                    mac.to_ascii_lowercase()
-                }
-                None => vmconfig::generate_mac()?,
-            };
-            nics.push(NicConfig {
-                tap: n.tap.clone(),
-                mac: Some(mac),
-            });
-        }
+        let nics = self.new_nics(&spec.nics, None)?;
 
         let mut to_copy = 0u64;
         for (src, _) in &copies {
@@ -285,11 +261,13 @@ impl Host {
             ));
         }
         cfg.name = req.name.clone();
+        // A clone gets its own MACs; a NIC on its own TAP goes on VM
+        // Network (two VMs cannot share a TAP).
         for nic in &mut cfg.nics {
-            // A clone gets its own MAC and TAP.
-            nic.mac = Some(vmconfig::generate_mac()?);
+            nic.mac = None;
             nic.tap = None;
         }
+        cfg.nics = self.new_nics(&cfg.nics, None)?;
         let reservation = self.reserve_name(&req.name, &root)?;
         let build = Build {
             event_kind: "vm.cloned",

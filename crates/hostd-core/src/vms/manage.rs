@@ -149,8 +149,11 @@ impl Host {
         let cfg_path = vmconfig::path_in(&folder, &req.folder);
         let mut cfg = vmconfig::read(&cfg_path)?;
         vmconfig::check_files(&folder, &cfg)?;
-        if cfg.name != req.folder {
-            // A folder copied or renamed by hand: the VM takes its name.
+        let _net = crate::host::lock(&self.inner.net_lock);
+        let macs = self.dedupe_macs(&mut cfg)?;
+        if cfg.name != req.folder || !macs.is_empty() {
+            // A folder copied or renamed by hand: the VM takes its name,
+            // and new MACs where another VM has its ones.
             cfg.name = req.folder.clone();
             vmconfig::write(&cfg_path, &cfg)?;
         }
@@ -163,8 +166,15 @@ impl Host {
                 &NewEvent::info(
                     "vm.registered",
                     &format!(
-                        "VM {} registered from {} of {}",
-                        cfg.name, req.folder, ds.name
+                        "VM {} registered from {} of {}{}",
+                        cfg.name,
+                        req.folder,
+                        ds.name,
+                        if macs.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", macs.join(", "))
+                        }
                     ),
                 )
                 .user(Some(&caller.user))

@@ -209,14 +209,16 @@ impl Host {
             .vm_folder(row)
             .map(|p| p.display().to_string())
             .unwrap_or_default();
+        let nics = self.nic_infos(row, &config);
         VmInfo {
+            ip: nics.iter().find_map(|n| n.ip.clone()),
+            nics,
             name: row.name.clone(),
             datastore: row.datastore.clone(),
             path,
             power_state,
             config,
             autostart: row.autostart,
-            ip: None,
             runtime,
             privileges,
         }

@@ -51,7 +51,7 @@ fn create_builds_folder_config_and_inventory() {
     assert_eq!(vm.config.disks[1].serial, "data");
     assert!(vm.config.disks[1].readonly);
     let mac = vm.config.nics[0].mac.clone().unwrap();
-    assert!(mac.starts_with("52:54:00:"), "{mac}");
+    assert!(mac.starts_with("02:4b:"), "{mac}");
     assert_eq!(t.host.vm_list(&t.admin).unwrap().len(), 1);
     assert!(t.event_kinds().contains(&"vm.created".to_string()));
     // No temporary folder is left.
@@ -107,8 +107,8 @@ fn bad_create_requests_fail_before_any_task() {
     check(s, ErrorKind::NotFound, "datastore");
     let mut s = t.spec("x");
     s.nics.push(NicConfig {
-        tap: None,
         mac: Some("01:00:00:00:00:01".into()),
+        ..NicConfig::default()
     });
     check(s, ErrorKind::BadRequest, "multicast");
     // A folder with the name on the datastore (not registered) blocks it too.
@@ -401,7 +401,7 @@ fn clone_copies_everything_with_new_identity() {
     let mut spec = t.spec("web1");
     spec.nics.push(NicConfig {
         tap: Some("tapweb1".into()),
-        mac: None,
+        ..NicConfig::default()
     });
     let task = t.host.vm_create(&t.admin, spec).unwrap();
     t.host
