@@ -85,13 +85,18 @@ export function needKvm(t) {
 }
 
 export class Keeld {
-  /** Starts keeld on a fresh state directory serving `uiDir`. */
+  /** Starts keeld on a fresh state directory serving `uiDir`. Its
+   * switches and port groups stay in its inventory (`--no-host-network`:
+   * no bridges, NAT or DHCP on the machine running the tests) unless
+   * KEEL_UI_HOST_NETWORK=1. */
   static async start(uiDir = path.join(UI_DIR, 'dist')) {
     const { keeld, keelVmm } = binaries();
     const state = fs.mkdtempSync(path.join(os.tmpdir(), 'keel-ui-e2e-'));
+    const args = ['--state-dir', state, '--listen', '127.0.0.1:0', '--keel-vmm', keelVmm, '--ui-dir', uiDir];
+    if (process.env.KEEL_UI_HOST_NETWORK !== '1') args.push('--no-host-network');
     const child = spawn(
       keeld,
-      ['--state-dir', state, '--listen', '127.0.0.1:0', '--keel-vmm', keelVmm, '--ui-dir', uiDir],
+      args,
       { env: { ...process.env, KEEL_ADMIN_PASSWORD: ADMIN_PASSWORD }, stdio: ['ignore', 'ignore', 'pipe'] },
     );
     const k = new Keeld(child, state);

@@ -85,7 +85,8 @@ export function NetworkPage() {
               This removes the virtual switch <strong>{dialog.sw.name}</strong> and its bridge <code>{dialog.sw.bridge}</code> from the
               host{dialog.sw.uplinks.length ? `, releasing its uplinks ${dialog.sw.uplinks.join(', ')}` : ''}
               {dialog.sw.nat ? `, with its NAT network ${dialog.sw.nat.subnet}` : ''}.
-              {dialog.sw.port_groups.length > 0 && ` It has the port groups ${dialog.sw.port_groups.join(', ')}.`}
+              {dialog.sw.port_groups.length > 0 &&
+                ` It has the port groups ${dialog.sw.port_groups.join(', ')}: keeld deletes a switch only once they are gone.`}
             </p>
           }
           action="Delete"
