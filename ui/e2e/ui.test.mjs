@@ -169,12 +169,17 @@ describe('web Host Client', () => {
     await dialog.getByRole('button', { name: 'Next' }).click();
     await assertText(dialog.locator('.field-error'), /at least 16/);
     await dialog.getByLabel('Memory (MiB)').fill('32');
+    // A network adapter: on "VM Network" unless another port group is chosen.
+    await dialog.getByLabel('Network adapter').check();
+    await dialog.getByLabel('Port group').locator('option[value="VM Network"]').waitFor({ state: 'attached' });
+    assert.equal(await dialog.getByLabel('Port group').inputValue(), 'VM Network');
     await dialog.getByRole('button', { name: 'Next' }).click();
     await dialog.getByLabel('Kernel', { exact: true }).fill(kernels.echo);
     await dialog.getByLabel('Kernel command line').fill('');
     await shot(page, '03-wizard-boot');
     await dialog.getByRole('button', { name: 'Next' }).click();
     await assertText(dialog.getByRole('definition').first(), /echo1/);
+    await assertText(dialog.locator('.summary-list'), /Port group VM Network, generated MAC/);
     await dialog.getByRole('button', { name: 'Finish' }).click();
     await dialog.waitFor({ state: 'detached' });
     // The create task in the strip, then the VM in the list.
@@ -182,6 +187,8 @@ describe('web Host Client', () => {
     await strip.locator('tr[data-task-kind="vm.create"]').first().waitFor();
     await strip.locator('tr[data-task-kind="vm.create"][data-task-state="success"]').first().waitFor();
     await waitState(page, 'echo1', 'poweredOff');
+    const echo1 = await keeld.api('GET', '/vms/echo1');
+    assert.equal(echo1.config.nics[0]?.port_group, 'VM Network');
     await shot(page, '04-vm-created');
     await closePage(page);
   });
