@@ -44,6 +44,37 @@ pub fn workspace_bin(package: &str) -> PathBuf {
     path
 }
 
+thread_local! {
+    static PRIVATE_NET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Moves the calling thread (a test's) into a network namespace of its
+/// own, once, with loopback up: the keeld it starts, its keel-vmm
+/// processes and the test's clients all live there, so keeld's bridges,
+/// NAT rules, DHCP servers and TAPs never touch the machine's network and
+/// vanish with the test, also when it fails.
+pub fn private_netns() {
+    PRIVATE_NET.with(|done| {
+        if done.get() {
+            return;
+        }
+        // SAFETY: unshare(2) with CLONE_NEWNET changes only this thread's
+        // network namespace; no memory is involved.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            panic!(
+                "cannot create a network namespace for keeld (root needed): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("running ip (iproute2)");
+        assert!(up.success(), "ip link set lo up failed");
+        done.set(true);
+    });
+}
+
 /// keeld and keel, built once per test binary.
 fn bins() -> &'static (PathBuf, PathBuf) {
     static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
@@ -73,8 +104,10 @@ impl Keeld {
         Self::start_in(state)
     }
 
-    /// Starts keeld on `state` (which may hold a previous keeld's state).
+    /// Starts keeld on `state` (which may hold a previous keeld's state),
+    /// in the calling thread's private network namespace.
     pub fn start_in(state: PathBuf) -> Keeld {
+        private_netns();
         let (keeld, _) = bins();
         let mut child = Command::new(keeld)
             .arg("--state-dir")

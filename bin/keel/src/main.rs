@@ -57,6 +57,9 @@ pub enum Command {
     /// Datastores and their files.
     #[command(subcommand)]
     Datastore(commands::datastore::DatastoreCmd),
+    /// Virtual switches and port groups.
+    #[command(subcommand)]
+    Network(commands::network::NetworkCmd),
     /// Long operations.
     #[command(subcommand)]
     Task(commands::misc::TaskCmd),

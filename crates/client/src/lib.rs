@@ -330,6 +330,90 @@ impl Client {
             .map(|_| ())
     }
 
+    pub fn vm_nics(&self, name: &str) -> Result<Vec<NicInfo>, ClientError> {
+        self.get(&format!("/vms/{}/nics", enc(name)))
+    }
+
+    pub fn vm_nic_add(&self, name: &str, req: &NicCreate) -> Result<NicInfo, ClientError> {
+        self.call("POST", &format!("/vms/{}/nics", enc(name)), Some(req))
+    }
+
+    pub fn vm_nic_edit(
+        &self,
+        name: &str,
+        index: u32,
+        edit: &NicEdit,
+    ) -> Result<NicInfo, ClientError> {
+        self.call(
+            "PATCH",
+            &format!("/vms/{}/nics/{index}", enc(name)),
+            Some(edit),
+        )
+    }
+
+    pub fn vm_nic_remove(&self, name: &str, index: u32) -> Result<(), ClientError> {
+        self.call_text::<()>("DELETE", &format!("/vms/{}/nics/{index}", enc(name)), None)
+            .map(|_| ())
+    }
+
+    pub fn switch_list(&self) -> Result<Vec<Switch>, ClientError> {
+        self.get("/network/switches")
+    }
+
+    pub fn switch_get(&self, name: &str) -> Result<Switch, ClientError> {
+        self.get(&format!("/network/switches/{}", enc(name)))
+    }
+
+    pub fn switch_create(&self, req: &SwitchCreate) -> Result<Switch, ClientError> {
+        self.call("POST", "/network/switches", Some(req))
+    }
+
+    pub fn switch_edit(&self, name: &str, edit: &SwitchEdit) -> Result<Switch, ClientError> {
+        self.call(
+            "PATCH",
+            &format!("/network/switches/{}", enc(name)),
+            Some(edit),
+        )
+    }
+
+    pub fn switch_delete(&self, name: &str) -> Result<(), ClientError> {
+        self.call_text::<()>("DELETE", &format!("/network/switches/{}", enc(name)), None)
+            .map(|_| ())
+    }
+
+    pub fn portgroup_list(&self) -> Result<Vec<PortGroup>, ClientError> {
+        self.get("/network/portgroups")
+    }
+
+    pub fn portgroup_get(&self, name: &str) -> Result<PortGroup, ClientError> {
+        self.get(&format!("/network/portgroups/{}", enc(name)))
+    }
+
+    pub fn portgroup_create(&self, req: &PortGroupCreate) -> Result<PortGroup, ClientError> {
+        self.call("POST", "/network/portgroups", Some(req))
+    }
+
+    pub fn portgroup_edit(
+        &self,
+        name: &str,
+        edit: &PortGroupEdit,
+    ) -> Result<PortGroup, ClientError> {
+        self.call(
+            "PATCH",
+            &format!("/network/portgroups/{}", enc(name)),
+            Some(edit),
+        )
+    }
+
+    pub fn portgroup_delete(&self, name: &str) -> Result<(), ClientError> {
+        self.call_text::<()>(
+            "DELETE",
+            &format!("/network/portgroups/{}", enc(name)),
+            None,
+        )
+        .map(|_| ())
+    }
+
     pub fn vm_log(&self, name: &str, max_bytes: u64) -> Result<String, ClientError> {
         self.call_text::<()>(
             "GET",

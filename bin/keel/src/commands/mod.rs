@@ -2,6 +2,7 @@
 
 pub mod datastore;
 pub mod misc;
+pub mod network;
 pub mod users;
 pub mod vm;
 
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Host(HostCmd::Info) => misc::host_info(&connect(&g)?, &g),
         Command::Vm(c) => vm::run(c, &g),
         Command::Datastore(c) => datastore::run(c, &g),
+        Command::Network(c) => network::run(c, &g),
         Command::Task(c) => misc::task(c, &g),
         Command::Event(c) => misc::event(c, &g),
         Command::User(c) => users::user(c, &g),

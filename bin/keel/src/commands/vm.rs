@@ -30,6 +30,9 @@ pub enum VmCmd {
     Create(CreateArgs),
     /// Changes a VM's settings (vCPUs and memory only while it is off).
     Edit(EditArgs),
+    /// A VM's network adapters.
+    #[command(subcommand)]
+    Nic(super::network::NicCmd),
     /// Powers a VM on.
     Start(PowerArgs),
     /// Powers a VM off at once (pulls the plug).
@@ -106,8 +109,9 @@ pub struct CreateArgs {
     initrd: Option<String>,
     #[arg(long, default_value = "")]
     cmdline: String,
-    /// A NIC on a host TAP: `tap` (created for the VM) or `tap=NAME`,
-    /// optionally `,mac=MAC`.
+    /// A network adapter (repeatable): a port group's name (`VM Network`),
+    /// or `portgroup=NAME`, or `tap[=NAME]` for a host TAP outside keeld's
+    /// switches; then optionally `,mac=MAC` and `,connected=no`.
     #[arg(long = "nic", value_name = "SPEC")]
     nics: Vec<String>,
     #[arg(long)]
@@ -177,16 +181,37 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
 
 fn parse_nic(spec: &str) -> anyhow::Result<NicConfig> {
     let mut nic = NicConfig::default();
+    let bad = || {
+        usage(format!(
+            "'{spec}' is not a NIC: expected PORTGROUP, portgroup=NAME or tap[=NAME], \
+             then [,mac=MAC][,connected=yes|no]"
+        ))
+    };
     for (i, part) in spec.split(',').enumerate() {
         match part.split_once('=') {
-            None if i == 0 && part == "tap" => {}
+            None if i == 0 && part == "tap" => nic.tap = Some(String::new()),
+            None if i == 0 && !part.is_empty() => nic.port_group = Some(part.to_string()),
             Some(("tap", name)) if i == 0 => nic.tap = Some(name.to_string()),
+            Some(("portgroup" | "pg", name)) if i == 0 => nic.port_group = Some(name.to_string()),
             Some(("mac", mac)) if i > 0 => nic.mac = Some(mac.to_string()),
-            _ => {
-                return Err(usage(format!(
-                    "'{spec}' is not a NIC: expected tap[=NAME][,mac=MAC]"
-                )))
+            Some(("connected", v)) if i > 0 => {
+                nic.connected = match v {
+                    "yes" | "on" | "true" => true,
+                    "no" | "off" | "false" => false,
+                    _ => return Err(bad()),
+                }
             }
+            _ => return Err(bad()),
+        }
+    }
+    // `tap` alone: keel-vmm makes a TAP for the run (no name).
+    if nic.tap.as_deref() == Some("") {
+        nic.tap = None;
+        if nic.port_group.is_none() {
+            return Err(usage(format!(
+                "'{spec}': a TAP outside keeld's switches needs a name (tap=NAME); \
+                 for keeld's networking give a port group"
+            )));
         }
     }
     Ok(nic)
@@ -221,6 +246,7 @@ pub fn run(cmd: VmCmd, g: &Global) -> anyhow::Result<()> {
         }
         VmCmd::Show { name } => show(&c.vm_get(&name)?, g),
         VmCmd::Create(a) => create(&c, a, g),
+        VmCmd::Nic(cmd) => super::network::nic(&c, cmd, g),
         VmCmd::Edit(a) => {
             let edit = VmEdit {
                 vcpus: a.cpus,
@@ -328,11 +354,24 @@ fn show(v: &VmInfo, g: &Global) -> anyhow::Result<()> {
             d.serial
         );
     }
-    for (i, n) in v.config.nics.iter().enumerate() {
+    for n in &v.nics {
         println!(
-            "NIC {i}:      tap {} mac {}",
-            n.tap.as_deref().unwrap_or("(created)"),
-            n.mac.as_deref().unwrap_or("(generated)")
+            "NIC {}:      {} mac {}, {}{}{}",
+            n.index,
+            n.port_group.as_deref().unwrap_or("(own TAP)"),
+            n.mac,
+            if n.connected {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            n.tap
+                .as_ref()
+                .map(|t| format!(", TAP {t}"))
+                .unwrap_or_default(),
+            n.ip.as_ref()
+                .map(|ip| format!(", IP {ip}"))
+                .unwrap_or_default()
         );
     }
     if let Some(r) = &v.runtime {
@@ -580,11 +619,15 @@ mod tests {
 
     #[test]
     fn nics_parse() {
-        assert_eq!(parse_nic("tap").unwrap(), NicConfig::default());
         let n = parse_nic("tap=t0,mac=52:54:00:00:00:01").unwrap();
         assert_eq!(n.tap.as_deref(), Some("t0"));
         assert_eq!(n.mac.as_deref(), Some("52:54:00:00:00:01"));
-        for bad in ["eth0", "mac=x", "tap,foo=1"] {
+        let n = parse_nic("VM Network,connected=no").unwrap();
+        assert_eq!(n.port_group.as_deref(), Some("VM Network"));
+        assert!(!n.connected);
+        let n = parse_nic("portgroup=v10").unwrap();
+        assert_eq!((n.port_group.as_deref(), n.connected), (Some("v10"), true));
+        for bad in ["", "tap", "mac=x", "tap,foo=1", "pg,connected=maybe"] {
             assert!(parse_nic(bad).is_err(), "{bad}");
         }
     }

@@ -268,11 +268,9 @@ impl Host {
     }
 
     /// Removes the TAPs of a VM whose VMM ended.
+    /// (The supervisor keeps the VM `running` until this returns, so no
+    /// new power-on of the VM can have made TAPs of its own yet.)
     pub(crate) fn release_nics(&self, vm_id: i64) {
-        if self.backend().running(vm_id).is_some() {
-            // Powered on again already: the TAPs are the new run's.
-            return;
-        }
         lock(&self.inner.nic_links).retain(|(id, _), _| *id != vm_id);
         for tap in self.inner.net.taps() {
             if tap_owner(&tap) == Some(vm_id) {
