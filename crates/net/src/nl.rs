@@ -143,8 +143,19 @@ pub struct PortVlan {
 
 /// The synchronous netlink handle.
 pub struct Netlink {
-    rt: tokio::runtime::Runtime,
+    /// Always Some until dropped.
+    rt: Option<tokio::runtime::Runtime>,
     handle: Handle,
+}
+
+impl Drop for Netlink {
+    /// Shut down without blocking: a Netlink may be dropped on a thread of
+    /// an async runtime (keeld's), where a blocking drop panics.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Netlink {
@@ -159,11 +170,17 @@ impl Netlink {
             tokio::spawn(conn);
             Ok::<_, NetlinkError>(handle)
         })?;
-        Ok(Netlink { rt, handle })
+        Ok(Netlink {
+            rt: Some(rt),
+            handle,
+        })
     }
 
     pub(crate) fn block<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
+        match &self.rt {
+            Some(rt) => rt.block_on(f),
+            None => unreachable!("the runtime lives as long as the Netlink"),
+        }
     }
 
     /// Every interface.

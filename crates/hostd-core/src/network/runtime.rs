@@ -233,13 +233,15 @@ impl NetRuntime for RealNet {
             .iter()
             .map(|n| NatNetwork::new(&n.bridge, n.subnet))
             .collect();
-        self.with(|nl| {
+        // The DHCP servers run even when the NAT rules cannot be applied
+        // (no nft): VMs on the switch still reach each other and the host.
+        let nat_result = self.with(|nl| {
             if nat.is_empty() {
                 net::nat::remove_rules().map_err(nat_err)
             } else {
                 net::nat::setup(nl, &nat).map_err(nat_err)
             }
-        })?;
+        });
         let mut servers = lock(&self.dhcp);
         // Stop the servers no longer wanted, changed, or on a new bridge.
         let keep = |bridge: &str, spec: &NatSpec| {
@@ -272,6 +274,7 @@ impl NetRuntime for RealNet {
                 }
             }
         }
+        nat_result?;
         first_err.map_or(Ok(()), Err)
     }
 
