@@ -26,6 +26,26 @@ pub enum StorageError {
         /// The image.
         path: PathBuf,
     },
+    /// `cache=none` on a file system that cannot do direct I/O (`O_DIRECT`).
+    #[error("{} is on a file system without direct I/O (O_DIRECT); use cache=writeback", path.display())]
+    DirectIo {
+        /// The image.
+        path: PathBuf,
+    },
+    /// `cache=none` on a file whose direct I/O needs more than 512-byte alignment.
+    #[error(
+        "Direct I/O on {} needs {align}-byte alignment, more than a 512-byte sector; use cache=writeback",
+        path.display()
+    )]
+    DirectIoAlignment {
+        /// The image.
+        path: PathBuf,
+        /// The alignment it needs.
+        align: u64,
+    },
+    /// `cache=` was not one of none, writeback.
+    #[error("Unknown cache mode {0:?} (expected none or writeback)")]
+    UnknownCacheMode(String),
     /// The first bytes of the image could not be read.
     #[error("Cannot read the header of {}", path.display())]
     Header {

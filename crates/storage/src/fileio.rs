@@ -9,6 +9,7 @@ use std::path::Path;
 
 use vm_memory::VolatileSlice;
 
+use crate::aligned::{self, AlignError, DirectIo};
 use crate::StorageError;
 
 /// Most iovecs one `preadv`/`pwritev` takes (Linux's `UIO_MAXIOV`).
@@ -82,6 +83,41 @@ pub(crate) fn open_file(
         }
     }
     Ok(file)
+}
+
+/// Turns direct I/O (`O_DIRECT`) on for an open image file (after its header was probed and
+/// checked with ordinary reads), and finds the alignment it needs.
+pub(crate) fn set_direct(path: &Path, file: &fs::File) -> Result<DirectIo, StorageError> {
+    let open_err = |source| StorageError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    // SAFETY: fcntl F_GETFL on a descriptor we own; no memory involved.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(open_err(io::Error::last_os_error()));
+    }
+    // SAFETY: fcntl F_SETFL with integer flags on a descriptor we own.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_DIRECT) } < 0 {
+        let err = io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            // The file system cannot do direct I/O (e.g. tmpfs before Linux 6.6, procfs).
+            Some(libc::EINVAL) => StorageError::DirectIo {
+                path: path.to_path_buf(),
+            },
+            _ => open_err(err),
+        });
+    }
+    aligned::direct_io_alignment(file).map_err(|e| match e {
+        AlignError::Unsupported => StorageError::DirectIo {
+            path: path.to_path_buf(),
+        },
+        AlignError::TooCoarse(align) => StorageError::DirectIoAlignment {
+            path: path.to_path_buf(),
+            align,
+        },
+        AlignError::Io(source) => open_err(source),
+    })
 }
 
 /// The size in bytes of a regular file or a block device.

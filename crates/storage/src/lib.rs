@@ -25,12 +25,14 @@ use std::str::FromStr;
 
 use vm_memory::VolatileSlice;
 
+mod aligned;
 mod error;
 mod fileio;
 mod probe;
 mod qcow2;
 mod raw;
 
+pub use aligned::{copy_from_slices, copy_to_slices, AlignedBuf, DirectIo, DIRECT_IO_BLOCK};
 pub use error::StorageError;
 pub use probe::{probe, QCOW2_MAGIC};
 pub use qcow2::{create_qcow2, create_raw, Qcow2Disk};
@@ -74,6 +76,41 @@ impl FromStr for Format {
     }
 }
 
+/// How an image's data reaches its file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CacheMode {
+    /// Through the host's page cache (buffered I/O): writes are copied there and written back
+    /// later; reads may be served from it. [`DiskImage::flush`] makes them durable.
+    #[default]
+    Writeback,
+    /// Around the page cache (`O_DIRECT`), like QEMU's `cache=none`: data moves between the
+    /// guest's buffers and the device, without a copy in the host's memory. Writes still need
+    /// [`DiskImage::flush`] to be durable (the device's own cache). Buffers, offsets and
+    /// lengths that direct I/O cannot take go through an aligned bounce buffer.
+    None,
+}
+
+impl fmt::Display for CacheMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CacheMode::Writeback => "writeback",
+            CacheMode::None => "none",
+        })
+    }
+}
+
+impl FromStr for CacheMode {
+    type Err = StorageError;
+
+    fn from_str(s: &str) -> Result<Self, StorageError> {
+        match s {
+            "writeback" => Ok(CacheMode::Writeback),
+            "none" => Ok(CacheMode::None),
+            other => Err(StorageError::UnknownCacheMode(other.to_string())),
+        }
+    }
+}
+
 /// An open disk image.
 ///
 /// All methods take `&self` and the type is `Send + Sync`: one image can serve several worker
@@ -105,6 +142,13 @@ pub trait DiskImage: Send + Sync + fmt::Debug {
     /// stays valid as long as the image is open. Whoever uses it must check every request
     /// against [`DiskImage::size`] and [`DiskImage::read_only`] first, as the trait does.
     fn raw_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// With [`CacheMode::None`], what [`DiskImage::raw_fd`]'s direct I/O needs: whoever does
+    /// I/O on that descriptor must use buffers, offsets and lengths aligned accordingly (the
+    /// trait's own methods take any). `None`: buffered I/O, or no raw descriptor.
+    fn direct_io(&self) -> Option<DirectIo> {
         None
     }
 
@@ -196,6 +240,20 @@ pub fn open(
     format: Format,
     read_only: bool,
 ) -> Result<Box<dyn DiskImage>, StorageError> {
+    open_with_cache(path, format, read_only, CacheMode::Writeback)
+}
+
+/// [`open`] with a [`CacheMode`]. With [`CacheMode::None`] the image file (and every backing
+/// file of a qcow2 image) is switched to `O_DIRECT` once its header was probed and checked; a
+/// file system that cannot do direct I/O is a [`StorageError::DirectIo`], a raw image whose
+/// direct I/O needs more than 512-byte alignment (a 4096-byte logical block device) a
+/// [`StorageError::DirectIoAlignment`].
+pub fn open_with_cache(
+    path: &Path,
+    format: Format,
+    read_only: bool,
+    cache: CacheMode,
+) -> Result<Box<dyn DiskImage>, StorageError> {
     let lock = if read_only {
         fileio::Lock::Shared
     } else {
@@ -207,8 +265,8 @@ pub fn open(
         f => f,
     };
     match format {
-        Format::Qcow2 => Ok(Box::new(Qcow2Disk::open(path, file, read_only)?)),
-        _ => Ok(Box::new(RawDisk::new(path, file, read_only)?)),
+        Format::Qcow2 => Ok(Box::new(Qcow2Disk::open(path, file, read_only, cache)?)),
+        _ => Ok(Box::new(RawDisk::new(path, file, read_only, cache)?)),
     }
 }
 
@@ -269,5 +327,17 @@ mod tests {
         }
         let err = "vmdk".parse::<Format>().unwrap_err();
         assert!(err.to_string().contains("vmdk"));
+    }
+
+    #[test]
+    fn cache_modes_parse_and_print() {
+        for c in [CacheMode::Writeback, CacheMode::None] {
+            assert_eq!(c.to_string().parse::<CacheMode>().unwrap(), c);
+        }
+        assert_eq!(CacheMode::default(), CacheMode::Writeback);
+        for bad in ["", "directsync", "None", "unsafe"] {
+            let err = bad.parse::<CacheMode>().unwrap_err().to_string();
+            assert!(err.contains("none or writeback"), "{bad}: {err}");
+        }
     }
 }

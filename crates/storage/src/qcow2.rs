@@ -17,7 +17,7 @@ use vm_memory::VolatileSlice;
 
 use crate::fileio::{self, Lock};
 use crate::probe::{self, Qcow2Info};
-use crate::{check_range, DiskImage, Format, StorageError, MAX_BACKING_DEPTH};
+use crate::{check_range, CacheMode, DiskImage, Format, StorageError, MAX_BACKING_DEPTH};
 
 /// A qcow2 disk image, possibly on a chain of backing images (qcow2 or raw, opened read-only).
 ///
@@ -37,6 +37,8 @@ pub struct Qcow2Disk {
     info: Qcow2Info,
     /// Backing files, nearest first.
     backing: Vec<PathBuf>,
+    /// Every file of the chain is in `O_DIRECT` mode.
+    direct: bool,
 }
 
 impl std::fmt::Debug for Qcow2Disk {
@@ -67,6 +69,8 @@ struct Gate {
     chain: Vec<PathBuf>,
     /// Shared by every gate of one `open`.
     log: Rc<RefCell<GateLog>>,
+    /// Backing files are switched to `O_DIRECT` too (`cache=none`).
+    direct: bool,
 }
 
 impl Gate {
@@ -98,6 +102,7 @@ impl ImplicitOpenGate<ImagoFile> for Gate {
         let child = Gate {
             chain,
             log: Rc::clone(&self.log),
+            direct: self.direct,
         };
         let is_qcow2 = F::FORMAT == imago::format::Format::Qcow2;
         match builder.open(child) {
@@ -134,6 +139,9 @@ impl ImplicitOpenGate<ImagoFile> for Gate {
             if probe::probe_file(&path, &file)? == Format::Qcow2 {
                 probe::check_qcow2(&path, &file, false)?;
             }
+            if self.direct {
+                fileio::set_direct(&path, &file)?;
+            }
             Ok(file)
         });
         let file = match checked {
@@ -141,7 +149,7 @@ impl ImplicitOpenGate<ImagoFile> for Gate {
             Err(e) => return Err(self.fail(backing_err(e))),
         };
         self.log.borrow_mut().opened.push(path);
-        ImagoFile::from_open_file(file, opts.write(false))
+        ImagoFile::from_open_file(file, opts.write(false).direct(self.direct))
     }
 }
 
@@ -159,11 +167,26 @@ fn imago_open_error(path: &Path, is_qcow2: bool, source: io::Error) -> StorageEr
 }
 
 impl Qcow2Disk {
-    /// Opens a qcow2 image from its open, locked file, and its backing chain.
-    pub(crate) fn open(path: &Path, file: fs::File, read_only: bool) -> Result<Self, StorageError> {
+    /// Opens a qcow2 image from its open, locked file, and its backing chain. With
+    /// [`CacheMode::None`] every file of the chain is switched to `O_DIRECT` after its header
+    /// was checked; imago then bounces what is not aligned (and serializes the
+    /// read-modify-write cycles of partial blocks).
+    pub(crate) fn open(
+        path: &Path,
+        file: fs::File,
+        read_only: bool,
+        cache: CacheMode,
+    ) -> Result<Self, StorageError> {
         let info = probe::check_qcow2(path, &file, !read_only)?;
+        let direct = cache == CacheMode::None;
+        if direct {
+            fileio::set_direct(path, &file)?;
+        }
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let opts = StorageOpenOptions::new().filename(&path).write(!read_only);
+        let opts = StorageOpenOptions::new()
+            .filename(&path)
+            .write(!read_only)
+            .direct(direct);
         let storage =
             ImagoFile::from_open_file(file, opts).map_err(|source| StorageError::Open {
                 path: path.clone(),
@@ -173,6 +196,7 @@ impl Qcow2Disk {
         let gate = Gate {
             chain: vec![fs::canonicalize(&path).unwrap_or_else(|_| path.clone())],
             log: Rc::clone(&log),
+            direct,
         };
         let opened = Qcow2::<ImagoFile>::builder(storage)
             .write(!read_only)
@@ -195,6 +219,7 @@ impl Qcow2Disk {
             read_only,
             info,
             backing: log.opened,
+            direct,
         })
     }
 
@@ -258,6 +283,9 @@ impl DiskImage for Qcow2Disk {
         for b in &self.backing {
             s.push_str(", backing ");
             s.push_str(&b.display().to_string());
+        }
+        if self.direct {
+            s.push_str(", cache=none");
         }
         s.push(')');
         s
