@@ -17,6 +17,12 @@
 //!                        interrupt after each batch of completions (EVENT_IDX aware)
 //! ```
 //!
+//! With `cache=none` ([`storage::CacheMode::None`]) a raw image's file is
+//! `O_DIRECT`: requests whose guest buffers are aligned as the file needs
+//! go to the kernel as they are; the others move through an aligned bounce
+//! buffer (io_uring: one per request in flight, bounded; synchronously: the
+//! image bounces them itself). qcow2 images do the same inside imago.
+//!
 //! A malformed request never panics and never touches memory outside the
 //! guest's own buffers: it is answered VIRTIO_BLK_S_IOERR (or
 //! VIRTIO_BLK_S_UNSUPP for what the device does not do) in its last

@@ -982,4 +982,5 @@ fn describe_names_the_disk_and_serial() {
 }
 
 mod counters;
+mod direct;
 mod inflight;

@@ -18,14 +18,23 @@
 //! any request). Each SQE yields exactly one CQE, and only busy slots are
 //! reported, so no chain is answered twice. Dropping the engine cancels
 //! what is in flight and waits for it.
+//!
+//! With `cache=none` the image file is `O_DIRECT`: a request whose guest
+//! buffers are not all aligned as the file needs (address, and length in
+//! whole sectors) moves through an aligned bounce buffer owned by its slot:
+//! a write is copied into it before submission, a read copied out of it on
+//! completion ([`Uring::copy_back`]). Bounces are bounded (a request of at
+//! most [`MAX_BOUNCE`] bytes, [`BOUNCE_BUDGET`] bytes per queue in flight);
+//! beyond that the request is served synchronously, where the image bounces
+//! it in pieces.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
-use storage::DiskImage;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use storage::{copy_from_slices, copy_to_slices, AlignedBuf, DirectIo, DiskImage};
+use vm_memory::{GuestAddress, GuestMemoryMmap, VolatileSlice};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::request::{self, Buffer, Span};
@@ -33,6 +42,13 @@ use super::request::{self, Buffer, Span};
 /// Most iovecs one readv/writev takes (Linux's `UIO_MAXIOV`); a request
 /// with more pieces is served synchronously.
 pub(crate) const IOV_MAX: usize = 1024;
+
+/// Most bytes of one request bounced through an aligned buffer on the
+/// io_uring path (`cache=none`, unaligned guest buffers).
+pub(crate) const MAX_BOUNCE: u64 = 1 << 20;
+
+/// Most bytes of bounce buffers in flight on one queue.
+pub(crate) const BOUNCE_BUDGET: usize = 8 << 20;
 
 /// `user_data` of cancel requests (slots are numbered from 0).
 const CANCEL_TAG: u64 = u64::MAX;
@@ -78,8 +94,9 @@ pub(crate) struct Io {
 pub(crate) enum PushError {
     /// The data is not all in guest memory: answer IOERR.
     Memory,
-    /// More than [`IOV_MAX`] pieces: serve it synchronously.
-    TooManyPieces,
+    /// Serve it synchronously: more than [`IOV_MAX`] pieces, or a bounce
+    /// buffer that is too big or over the queue's budget.
+    Synchronous,
 }
 
 /// One request's room in the engine.
@@ -90,6 +107,9 @@ struct Slot {
     bufs: Vec<Buffer>,
     /// What the kernel reads the buffers from; kept until completion.
     iovecs: Vec<libc::iovec>,
+    /// The aligned buffer the data moves through instead of the guest's
+    /// (direct I/O, unaligned guest buffers); kept until completion.
+    bounce: Option<AlignedBuf>,
 }
 
 /// An io_uring instance serving one queue of a raw disk.
@@ -101,6 +121,10 @@ pub(crate) struct Uring {
     free: Vec<usize>,
     /// SQEs pushed but not yet submitted.
     unsubmitted: usize,
+    /// The image file's direct I/O needs (`cache=none`).
+    direct: Option<DirectIo>,
+    /// Bytes of the bounce buffers of busy slots.
+    bounce_bytes: usize,
     /// Keep the image (its descriptor) and the guest memory (its mappings)
     /// alive for as long as requests may be in flight: the engine is
     /// dropped after the in-flight requests are finished.
@@ -159,6 +183,7 @@ impl Uring {
                 },
                 bufs: Vec::new(),
                 iovecs: Vec::new(),
+                bounce: None,
             })
             .collect();
         Ok(Self {
@@ -168,6 +193,8 @@ impl Uring {
             slots,
             free: (0..usize::from(entries)).rev().collect(),
             unsubmitted: 0,
+            direct: disk.direct_io(),
+            bounce_bytes: 0,
             _disk: disk.clone(),
             mem: mem.clone(),
         })
@@ -208,24 +235,36 @@ impl Uring {
         bufs: &[Buffer],
     ) -> Result<(), PushError> {
         let Some(&k) = self.free.last() else {
-            return Err(PushError::TooManyPieces);
+            return Err(PushError::Synchronous);
         };
         let mut slices = Vec::new();
         request::span_slices(mem, bufs, io.span, &mut slices).map_err(|_| PushError::Memory)?;
-        if slices.len() > IOV_MAX {
-            return Err(PushError::TooManyPieces);
+        let mut bounce = self.bounce_for(&io, &slices)?;
+        if bounce.is_none() && slices.len() > IOV_MAX {
+            return Err(PushError::Synchronous);
         }
         let slot = &mut self.slots[k];
         slot.iovecs.clear();
-        slot.iovecs.extend(
-            slices
-                .iter()
-                .filter(|s| !s.is_empty())
-                .map(|s| libc::iovec {
-                    iov_base: s.ptr_guard_mut().as_ptr().cast(),
-                    iov_len: s.len(),
-                }),
-        );
+        match &mut bounce {
+            Some(b) => slot.iovecs.push(libc::iovec {
+                iov_base: b.as_mut_slice().as_mut_ptr().cast(),
+                iov_len: b.len(),
+            }),
+            None => {
+                slot.iovecs.extend(
+                    slices
+                        .iter()
+                        .filter(|s| !s.is_empty())
+                        .map(|s| libc::iovec {
+                            iov_base: s.ptr_guard_mut().as_ptr().cast(),
+                            iov_len: s.len(),
+                        }),
+                )
+            }
+        }
+        self.bounce_bytes += bounce.as_ref().map_or(0, AlignedBuf::len);
+        // The buffer's heap memory stays where it is when it moves here.
+        slot.bounce = bounce;
         slot.bufs.clear();
         slot.bufs.extend_from_slice(bufs);
         slot.io = io;
@@ -245,6 +284,51 @@ impl Uring {
         self.slots[k].busy = true;
         self.free.pop();
         Ok(())
+    }
+
+    /// The bounce buffer `io` needs (a write's data copied in), `None` when
+    /// its guest buffers can go to the kernel as they are.
+    fn bounce_for(
+        &self,
+        io: &Io,
+        slices: &[VolatileSlice<'_>],
+    ) -> Result<Option<AlignedBuf>, PushError> {
+        let Some(d) = self.direct else {
+            return Ok(None);
+        };
+        // Requests are whole sectors at sector offsets (checked when they
+        // were parsed); anything else is left to the image's own bouncing.
+        if !io.offset.is_multiple_of(d.block) || !io.span.len.is_multiple_of(d.block) {
+            return Err(PushError::Synchronous);
+        }
+        if d.slices_ok(slices) {
+            return Ok(None);
+        }
+        let len = usize::try_from(io.span.len)
+            .ok()
+            .filter(|&len| io.span.len <= MAX_BOUNCE && self.bounce_bytes + len <= BOUNCE_BUDGET)
+            .ok_or(PushError::Synchronous)?;
+        let mut b = AlignedBuf::new(len, d.buffer_align()).map_err(|_| PushError::Synchronous)?;
+        if io.dir == Dir::Write && !copy_from_slices(slices, 0, b.as_mut_slice()) {
+            return Err(PushError::Memory);
+        }
+        Ok(Some(b))
+    }
+
+    /// Copies the first `done` bytes a bounced read of slot `k` got into
+    /// the guest's buffers; true when there was nothing to copy or it was
+    /// copied, false when the buffers are not guest memory any more.
+    pub(crate) fn copy_back(&self, mem: &GuestMemoryMmap, k: usize, done: u64) -> bool {
+        let Some(s) = self.slots.get(k).filter(|s| s.busy) else {
+            return true;
+        };
+        let (Some(b), Dir::Read) = (&s.bounce, s.io.dir) else {
+            return true;
+        };
+        let done = usize::try_from(done).map_or(b.len(), |d| d.min(b.len()));
+        let mut slices = Vec::new();
+        request::span_slices(mem, &s.bufs, s.io.span, &mut slices).is_ok()
+            && copy_to_slices(&slices, 0, &b.as_slice()[..done])
     }
 
     /// Puts one SQE on the submission ring, submitting first if it is full.
@@ -321,6 +405,9 @@ impl Uring {
             if s.busy {
                 s.busy = false;
                 s.iovecs.clear();
+                if let Some(b) = s.bounce.take() {
+                    self.bounce_bytes -= b.len();
+                }
                 self.free.push(k);
             }
         }
@@ -376,9 +463,11 @@ impl Uring {
 impl Drop for Uring {
     fn drop(&mut self) {
         if !self.abandon() {
-            // The kernel may still write into guest memory: never unmap it.
+            // The kernel may still write into guest memory and bounce
+            // buffers: never unmap or free them.
             eprintln!("keel-vmm: virtio-blk: cannot wait for io_uring requests in flight");
             std::mem::forget(self.mem.clone());
+            std::mem::forget(std::mem::take(&mut self.slots));
         }
     }
 }

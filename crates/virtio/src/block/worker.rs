@@ -333,8 +333,9 @@ impl BlockHandler {
             Some(Err(PushError::Memory)) => {
                 return Taken::Done(self.answer(mem, status_at, IOERR, used_len))
             }
-            // Too many pieces for one readv: served synchronously.
-            Some(Err(PushError::TooManyPieces)) | None => {}
+            // Too many pieces for one readv, or too much to bounce: served
+            // synchronously.
+            Some(Err(PushError::Synchronous)) | None => {}
         }
         let kind = Counted::of(&req);
         let status = self.execute(mem, req);
@@ -377,7 +378,15 @@ impl BlockHandler {
     fn complete(&mut self, mem: &GuestMemoryMmap, k: usize, res: i32) -> Option<(u16, u32)> {
         let u = self.uring.as_mut()?;
         let (io, bufs) = u.slot(k)?;
+        // A bounced read's data is in the slot's buffer until copied out.
+        let copied = u64::try_from(res).map_or(true, |done| u.copy_back(mem, k, done));
         let outcome = match u64::try_from(res) {
+            Ok(_) if !copied => Err(transfer_error(
+                &io,
+                io.offset,
+                io.span.len,
+                io::Error::new(io::ErrorKind::InvalidInput, "guest buffers out of memory"),
+            )),
             Ok(done) if done >= io.span.len => Ok(()),
             // A short transfer (e.g. the file shrank): the rest synchronously.
             Ok(done) => finish_sync(&*self.disk, mem, bufs, &io, done),
