@@ -59,8 +59,10 @@ struct Args {
     #[arg(long)]
     rng: bool,
     /// Add a virtio-blk disk (repeatable):
-    /// path=FILE[,format=raw|qcow2|auto][,readonly=on][,serial=ID]. A raw or
-    /// qcow2 image; format=auto (the default) tells them apart by the qcow2 magic.
+    /// path=FILE[,format=raw|qcow2|auto][,readonly=on][,serial=ID][,cache=none|writeback].
+    /// A raw or qcow2 image; format=auto (the default) tells them apart by the qcow2 magic.
+    /// cache=none opens the image with O_DIRECT (no copy in the host's page cache, like
+    /// QEMU's cache=none); writeback (the default) goes through the page cache.
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<DiskConfig>,
     /// Add a virtio-net NIC on a TAP (repeatable): tap[=NAME][,mac=MAC]

@@ -1,18 +1,19 @@
-//! Disks: the `--disk path=FILE[,format=raw|qcow2|auto][,readonly=on][,serial=ID]`
-//! flag, opening the images once per VMM process, and one virtio-blk
-//! device per disk.
+//! Disks: the `--disk path=FILE[,format=raw|qcow2|auto][,readonly=on][,serial=ID]
+//! [,cache=none|writeback]` flag, opening the images once per VMM process,
+//! and one virtio-blk device per disk.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use storage::{DiskImage, Format, StorageError};
+use storage::{CacheMode, DiskImage, Format, StorageError};
 use virtio::block::{check_serial, Block, BlockError, BlockOptions, BlockStats, MAX_QUEUES};
 
 use crate::config::{parse_switch, split_options, OptionsError};
 
 /// The form of `--disk`, for error messages.
-pub const DISK_FORM: &str = "path=FILE[,format=raw|qcow2|auto][,readonly=on|off][,serial=ID]";
+pub const DISK_FORM: &str =
+    "path=FILE[,format=raw|qcow2|auto][,readonly=on|off][,serial=ID][,cache=none|writeback]";
 
 /// One `--disk`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +26,9 @@ pub struct DiskConfig {
     /// What the guest reads in `/sys/block/vdX/serial` (at most 20
     /// printable ASCII bytes, no spaces).
     pub serial: Option<String>,
+    /// `writeback` (the default): through the host's page cache; `none`:
+    /// `O_DIRECT`, like QEMU's `cache=none`.
+    pub cache: CacheMode,
 }
 
 /// A `--disk` value that cannot be used.
@@ -44,12 +48,14 @@ impl FromStr for DiskConfig {
             problem,
         };
         let opt = |e: OptionsError| err(e.to_string());
-        let pairs = split_options(s, &["path", "format", "readonly", "serial"]).map_err(opt)?;
+        let pairs =
+            split_options(s, &["path", "format", "readonly", "serial", "cache"]).map_err(opt)?;
         let mut disk = DiskConfig {
             path: PathBuf::new(),
             format: Format::Auto,
             read_only: false,
             serial: None,
+            cache: CacheMode::Writeback,
         };
         for (key, value) in pairs {
             match key {
@@ -66,6 +72,14 @@ impl FromStr for DiskConfig {
                     })?
                 }
                 "readonly" => disk.read_only = parse_switch(key, value).map_err(opt)?,
+                "cache" => {
+                    disk.cache = value.parse().map_err(|_| {
+                        opt(OptionsError::Value {
+                            key: key.into(),
+                            value: value.into(),
+                        })
+                    })?
+                }
                 _ => {
                     check_serial(value).map_err(|e| err(e.to_string().to_lowercase()))?;
                     disk.serial = Some(value.to_string());
@@ -98,7 +112,7 @@ pub fn open_disks(disks: &[DiskConfig]) -> Result<Vec<Arc<dyn DiskImage>>, DiskE
         .iter()
         .enumerate()
         .map(|(index, d)| {
-            storage::open(&d.path, d.format, d.read_only)
+            storage::open_with_cache(&d.path, d.format, d.read_only, d.cache)
                 .map(Arc::from)
                 .map_err(|source| DiskError {
                     index,
@@ -151,6 +165,7 @@ mod tests {
                 format: Format::Qcow2,
                 read_only: true,
                 serial: Some("KEEL-1".into()),
+                cache: CacheMode::Writeback,
             })
         );
         assert_eq!(
@@ -160,10 +175,16 @@ mod tests {
                 format: Format::Auto,
                 read_only: false,
                 serial: None,
+                cache: CacheMode::Writeback,
             })
         );
         assert_eq!(parse("path=x,format=raw").unwrap().format, Format::Raw);
         assert!(!parse("path=x,readonly=off").unwrap().read_only);
+        assert_eq!(parse("path=x,cache=none").unwrap().cache, CacheMode::None);
+        assert_eq!(
+            parse("path=x,format=qcow2,cache=writeback").unwrap().cache,
+            CacheMode::Writeback
+        );
     }
 
     #[test]
@@ -178,6 +199,10 @@ mod tests {
             ("path=x,path=y", "path"),
             ("path=x,serial=123456789012345678901", "20 bytes"),
             ("path=x,serial=a b", "printable"),
+            ("path=x,cache=", "cache"),
+            ("path=x,cache=directsync", "cache"),
+            ("path=x,cache=None", "cache"),
+            ("path=x,cache=none,cache=writeback", "cache"),
             ("/vm/disk.img", "key=value"),
         ] {
             let e = parse(given).unwrap_err().to_string();
@@ -185,6 +210,33 @@ mod tests {
             assert!(e.contains(DISK_FORM), "{given}: {e}");
             assert!(!e.contains('\n'), "{given}: {e}");
         }
+    }
+
+    #[test]
+    fn cache_none_where_direct_io_is_refused_names_the_disk_and_the_way_out() {
+        // procfs files are regular files on a file system without O_DIRECT.
+        let good = std::env::temp_dir().join(format!("keel-vmm-nodio-{}.raw", std::process::id()));
+        let _ = std::fs::remove_file(&good);
+        storage::create_raw(&good, 1 << 20).unwrap();
+        let disks = vec![
+            parse(&format!("path={},cache=writeback", good.display())).unwrap(),
+            parse("path=/proc/self/stat,format=raw,readonly=on,cache=none").unwrap(),
+        ];
+        let err = open_disks(&disks).err().unwrap();
+        let _ = std::fs::remove_file(&good);
+        assert_eq!(err.index, 1);
+        assert!(
+            matches!(err.source, StorageError::DirectIo { .. }),
+            "{err:?}"
+        );
+        let line = format!("{err}: {}", err.source);
+        assert_eq!(
+            line,
+            "Cannot use disk 1: /proc/self/stat is on a file system without direct I/O \
+             (O_DIRECT); use cache=writeback"
+        );
+        let vmm_err = crate::VmmError::Backend(super::super::BackendError::Disk(err));
+        assert_eq!(vmm_err.code(), 2);
     }
 
     #[test]
