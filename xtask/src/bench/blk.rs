@@ -1,7 +1,10 @@
 //! `blk-rig`: fio in the guest, inside one L1 of the KVM rig, on a raw and a
-//! qcow2 image: keel-vmm (`--disk`) against QEMU's virtio-blk-pci with
+//! qcow2 image: keel-vmm (`--disk`, with its default `cache=writeback` and
+//! with `cache=none`) against QEMU's virtio-blk-pci with
 //! `cache=none,aio=native` and with QEMU's defaults (writeback cache, thread
-//! pool), on the same image files.
+//! pool), on the same image files. The table compares like with like:
+//! keel-vmm `cache=none` with QEMU `cache=none,aio=native`, keel-vmm's
+//! default with QEMU's.
 //!
 //! L1's root filesystem is its initramfs, and tmpfs rejects `O_DIRECT`
 //! (which `cache=none` needs), so the images live on ext4 on a `brd` RAM
@@ -133,19 +136,36 @@ fn qemu_disks(cache: &str) -> Vec<String> {
         .collect()
 }
 
-/// The VMMs compared (keel-vmm first), running `cmd` in the guest.
-fn vmms(cmd: &str) -> Vec<(String, Vec<String>)> {
-    let keel_disks: Vec<String> = FORMATS
+/// keel-vmm's `--disk` flags for the images, with `cache` options.
+fn keel_disks(cache: &str) -> Vec<String> {
+    FORMATS
         .iter()
         .flat_map(|f| {
             [
                 "--disk".to_string(),
-                format!("path=/bench/disk.{f},format={f},serial={f}"),
+                format!("path=/bench/disk.{f},format={f},serial={f}{cache}"),
             ]
         })
-        .collect();
+        .collect()
+}
+
+/// Column of keel-vmm with `cache=none`, whose ratio QEMU `cache=none`
+/// ([`QEMU_DIRECT`]) takes.
+const KEEL_DIRECT: usize = 1;
+/// Column of QEMU with `cache=none,aio=native`.
+const QEMU_DIRECT: usize = 2;
+
+/// The VMMs compared (keel-vmm first), running `cmd` in the guest.
+fn vmms(cmd: &str) -> Vec<(String, Vec<String>)> {
     vec![
-        ("keel-vmm".to_string(), keel_argv(INITRD, cmd, &keel_disks)),
+        (
+            "keel-vmm".to_string(),
+            keel_argv(INITRD, cmd, &keel_disks("")),
+        ),
+        (
+            "keel-vmm cache=none".to_string(),
+            keel_argv(INITRD, cmd, &keel_disks(",cache=none")),
+        ),
         (
             "QEMU cache=none,aio=native".to_string(),
             qemu_argv(INITRD, cmd, &qemu_disks(",cache=none,aio=native")),
@@ -208,6 +228,8 @@ fn rows() -> Vec<Row> {
 fn parse(output: &str) -> Result<Grid> {
     let names = vmms("").into_iter().map(|(n, _)| n).collect();
     let mut grid = Grid::new(names, rows());
+    grid.compare(KEEL_DIRECT, None);
+    grid.compare(QEMU_DIRECT, Some(KEEL_DIRECT));
     for (vmm, f) in bench_lines(output) {
         let [disk, rw, iops, kib, err] = f[..] else {
             bail!("A fio result line is incomplete: {f:?}");
@@ -247,12 +269,14 @@ pub fn run(runs: usize) -> Result<String> {
             .arg(format!("{IMAGE_MIB}M")),
     )?;
     let per_boot = (JOBS.len() * FORMATS.len()) as u64 * u64::from(FIO_SECONDS + RAMP_SECONDS);
+    let boots = runs as u64 * vmms("").len() as u64;
     eprintln!(
-        "xtask: blk-rig: {runs} rounds × 3 VMMs, {per_boot} s of fio per boot (about {} min)",
-        (runs as u64 * 3 * (per_boot + 30) + 180).div_ceil(60)
+        "xtask: blk-rig: {runs} rounds × {} VMMs, {per_boot} s of fio per boot (about {} min)",
+        vmms("").len(),
+        (boots * (per_boot + 30) + 180).div_ceil(60)
     );
     let opts = RigOptions {
-        timeout: Duration::from_secs(900 + runs as u64 * 3 * u64::from(RUN_LIMIT_S)),
+        timeout: Duration::from_secs(900 + boots * u64::from(RUN_LIMIT_S)),
         keel_vmm: Some(vmm),
         files: vec![
             (brd.clone(), "/rig-bench/brd.ko".to_string()),
@@ -340,16 +364,32 @@ mod tests {
     #[test]
     fn every_vmm_gets_both_disks_with_their_serials() {
         let v = vmms("true");
-        assert_eq!(v.len(), 3);
-        let keel = v[0].1.join(" ");
-        assert!(keel.contains("--disk path=/bench/disk.raw,format=raw,serial=raw"));
-        assert!(keel.contains("--disk path=/bench/disk.qcow2,format=qcow2,serial=qcow2"));
-        let direct = v[1].1.join(" ");
+        assert_eq!(v.len(), 4);
+        let has = |argv: &[String], disk: &str| argv.iter().any(|a| a == disk);
+        let keel = &v[0].1;
+        assert!(has(keel, "path=/bench/disk.raw,format=raw,serial=raw"));
+        assert!(has(
+            keel,
+            "path=/bench/disk.qcow2,format=qcow2,serial=qcow2"
+        ));
+        assert!(!keel.join(" ").contains("cache="));
+        assert_eq!(v[KEEL_DIRECT].0, "keel-vmm cache=none");
+        let keel_direct = &v[KEEL_DIRECT].1;
+        assert!(has(
+            keel_direct,
+            "path=/bench/disk.raw,format=raw,serial=raw,cache=none"
+        ));
+        assert!(has(
+            keel_direct,
+            "path=/bench/disk.qcow2,format=qcow2,serial=qcow2,cache=none"
+        ));
+        assert_eq!(v[QEMU_DIRECT].0, "QEMU cache=none,aio=native");
+        let direct = v[QEMU_DIRECT].1.join(" ");
         assert!(direct.contains(
             "if=none,id=qcow2,file=/bench/disk.qcow2,format=qcow2,cache=none,aio=native"
         ));
         assert!(direct.contains("virtio-blk-pci,drive=raw,serial=raw"));
-        let defaults = v[2].1.join(" ");
+        let defaults = v[3].1.join(" ");
         assert!(defaults.contains("file=/bench/disk.raw,format=raw -device"));
         assert!(!defaults.contains("cache="));
         for (_, argv) in &v {
@@ -368,7 +408,7 @@ mod tests {
             .filter(|l| l.starts_with("run_vm ") && !l.starts_with("run_vm fill"))
             .map(|l| &l[7..8])
             .collect();
-        assert_eq!(calls, ["0", "1", "2", "1", "2", "0"]);
+        assert_eq!(calls, ["0", "1", "2", "3", "1", "2", "3", "0"]);
         assert!(s.contains("rd_size=655360"));
     }
 
@@ -380,6 +420,14 @@ mod tests {
         assert_eq!(g.samples("raw randread", 0), &[12000.0]);
         assert_eq!(g.samples("qcow2 write", 2), &[300.0]);
         assert!(g.check(1).is_err());
+        // keel-vmm cache=none is compared with QEMU cache=none, keel-vmm's
+        // default with QEMU's.
+        let head = g.table().lines().next().unwrap().to_string();
+        assert_eq!(
+            head,
+            "| workload | keel-vmm | keel-vmm cache=none | QEMU cache=none,aio=native | \
+             keel cache=none/this | QEMU defaults (writeback, threads) | keel/this |"
+        );
         let err = parse("BENCH 1 raw read 1 2 5\n").unwrap_err().to_string();
         assert!(err.contains("error 5"), "{err}");
         assert!(parse("BENCH 1 raw read\n").is_err());

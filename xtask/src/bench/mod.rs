@@ -301,6 +301,10 @@ pub struct Row {
 pub struct Grid {
     pub vmms: Vec<String>,
     pub rows: Vec<Row>,
+    /// Per VMM: the keel-vmm column its ratio is taken against (`None`: a
+    /// keel-vmm column itself, no ratio). By default every other column is
+    /// compared with column 0.
+    baselines: Vec<Option<usize>>,
     /// (row, vmm) → samples.
     samples: HashMap<(usize, usize), Vec<f64>>,
     /// Runs that failed, per VMM: (exit status, results printed).
@@ -313,11 +317,22 @@ pub struct Grid {
 impl Grid {
     pub fn new(vmms: Vec<String>, rows: Vec<Row>) -> Grid {
         Grid {
+            baselines: (0..vmms.len()).map(|v| (v > 0).then_some(0)).collect(),
             vmms,
             rows,
             samples: HashMap::new(),
             failed: HashMap::new(),
             irqs: HashMap::new(),
+        }
+    }
+
+    /// Takes the ratio of column `vmm` against keel-vmm column `keel`
+    /// instead of column 0 (like against like: keel-vmm `cache=none`
+    /// against QEMU `cache=none`); `None` makes `vmm` a keel-vmm column
+    /// without a ratio.
+    pub fn compare(&mut self, vmm: usize, keel: Option<usize>) {
+        if let Some(b) = self.baselines.get_mut(vmm) {
+            *b = keel.filter(|&k| k < self.vmms.len() && k != vmm);
         }
     }
 
@@ -449,13 +464,22 @@ impl Grid {
     }
 
     /// Medians (with the range over runs) and ratios keel-vmm / other
-    /// (above 1.0: keel-vmm does more).
+    /// (above 1.0: keel-vmm does more), each against its keel-vmm column
+    /// ([`Grid::compare`]).
     pub fn table(&self) -> String {
         let mut head = "| workload | keel-vmm |".to_string();
         let mut rule = "|---|---|".to_string();
-        for vmm in &self.vmms[1..] {
-            head.push_str(&format!(" {vmm} | keel/this |"));
-            rule.push_str("---|---|");
+        for (v, vmm) in self.vmms.iter().enumerate().skip(1) {
+            head.push_str(&format!(" {vmm} |"));
+            rule.push_str("---|");
+            if let Some(b) = self.baselines[v] {
+                let keel = match b {
+                    0 => "keel".to_string(),
+                    b => self.vmms[b].replacen("keel-vmm", "keel", 1),
+                };
+                head.push_str(&format!(" {keel}/this |"));
+                rule.push_str("---|");
+            }
         }
         let mut t = format!("{head}\n{rule}\n");
         for (r, row) in self.rows.iter().enumerate() {
@@ -472,11 +496,16 @@ impl Grid {
                 };
                 (med, text)
             };
-            let (keel, keel_text) = cell(0);
-            t.push_str(&format!("| {} ({}) | {keel_text} |", row.label, row.unit));
-            for v in 1..self.vmms.len() {
-                let (other, text) = cell(v);
-                t.push_str(&format!(" {text} | {:.2} |", keel / other));
+            let cells: Vec<(f64, String)> = (0..self.vmms.len()).map(cell).collect();
+            t.push_str(&format!(
+                "| {} ({}) | {} |",
+                row.label, row.unit, cells[0].1
+            ));
+            for (v, (other, text)) in cells.iter().enumerate().skip(1) {
+                t.push_str(&format!(" {text} |"));
+                if let Some(b) = self.baselines[v] {
+                    t.push_str(&format!(" {:.2} |", cells[b].0 / other));
+                }
             }
             t.push('\n');
         }
@@ -629,6 +658,35 @@ mod tests {
         );
         assert!(
             t.contains("| B (u) | 1.0 (1.0–1.0) | 4.0 (4.0–4.0) | 0.25 |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn ratios_compare_like_with_like() {
+        let row = Row {
+            key: "a".into(),
+            label: "A".into(),
+            unit: "u",
+            decimals: 0,
+        };
+        let names = ["keel-vmm", "keel-vmm cache=none", "QEMU cache=none", "QEMU"];
+        let mut g = Grid::new(names.iter().map(|n| n.to_string()).collect(), vec![row]);
+        g.compare(1, None);
+        g.compare(2, Some(1));
+        for (vmm, v) in [(0, 100.0), (1, 300.0), (2, 200.0), (3, 50.0)] {
+            assert!(g.push("a", vmm, v));
+        }
+        let t = g.table();
+        assert!(
+            t.starts_with(
+                "| workload | keel-vmm | keel-vmm cache=none | QEMU cache=none | \
+                 keel cache=none/this | QEMU | keel/this |\n|---|---|---|---|---|---|---|\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("| A (u) | 100 | 300 | 200 | 1.50 | 50 | 2.00 |"),
             "{t}"
         );
     }
