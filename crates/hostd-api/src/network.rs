@@ -183,6 +183,28 @@ pub struct NicInfo {
     pub tap: Option<String>,
     /// The address keeld's DHCP server gave the guest.
     pub ip: Option<String>,
+    /// The VMM's counters while the VM runs (in `GET .../nics` only).
+    #[serde(default)]
+    pub stats: Option<NicStats>,
+}
+
+/// A running NIC's counters since its VMM started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NicStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames for the guest it did not take in time.
+    pub rx_dropped: u64,
+    /// Frames from the guest that were malformed, refused or sent while
+    /// disconnected.
+    pub tx_errors: u64,
+    /// Frames from the guest with a source MAC not its own, dropped
+    /// (forged transmits reject).
+    pub tx_forged: u64,
+    /// Frames for another MAC not delivered (promiscuous reject).
+    pub rx_filtered: u64,
 }
 
 /// `POST /api/v1/vms/{name}/nics`: a new NIC (the VM must be off).

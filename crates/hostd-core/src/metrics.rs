@@ -207,6 +207,16 @@ const NIC_FAMILIES: &[(&str, &str, NicField)] = &[
         "Frames from the guest that were dropped (malformed or refused).",
         |n| n.tx_errors,
     ),
+    (
+        "keel_vm_net_tx_forged_total",
+        "Frames from the guest dropped for a source MAC not its own (forged transmits reject).",
+        |n| n.tx_forged,
+    ),
+    (
+        "keel_vm_net_rx_filtered_total",
+        "Frames for another NIC's MAC not delivered to the guest (promiscuous reject).",
+        |n| n.rx_filtered,
+    ),
 ];
 
 /// The disk and NIC families of the VMs that answered, by VM name.

@@ -290,7 +290,10 @@ impl Netlink {
         for o in opts {
             b = b.append_info_data(o);
         }
-        self.set_link(b.build(), "bridge option change")
+        // RTM_NEWLINK without NLM_F_CREATE: RTM_SETLINK ignores
+        // IFLA_LINKINFO, so a bridge option sent with it is silently dropped.
+        self.block(self.handle.link().change(b.build()).execute())
+            .map_err(req_err("bridge option change"))
     }
 
     /// The VLANs of a bridge port (or of the bridge itself).
@@ -341,7 +344,10 @@ impl Netlink {
         } else {
             b.vlan(vid, flags)
         };
-        self.block(self.handle.link().set_port(b.build()).execute())
+        // RTM_SETLINK on AF_BRIDGE (rtnl_bridge_setlink), as `bridge vlan
+        // add` sends it: the kernel has no AF_BRIDGE RTM_NEWLINK, and the
+        // generic one ignores the VLAN list.
+        self.block(self.handle.link().set(b.build()).execute())
             .map_err(req_err(format!("bridge VLAN {vid} add")))
     }
 

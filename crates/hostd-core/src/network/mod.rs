@@ -408,8 +408,14 @@ impl Host {
                 .cloned()
                 .collect();
             self.check_uplinks(&new, Some(row.id))?;
-            for u in &new {
-                self.inner.net.add_uplink(&row.bridge(), u)?;
+            for (i, u) in new.iter().enumerate() {
+                if let Err(e) = self.inner.net.add_uplink(&row.bridge(), u) {
+                    // All or nothing: the ones added so far go again.
+                    for done in &new[..i] {
+                        let _ = self.inner.net.remove_uplink(&row.bridge(), done);
+                    }
+                    return Err(e);
+                }
             }
             for u in row.uplinks.iter().filter(|u| !ups.contains(u)) {
                 if let Err(e) = self.inner.net.remove_uplink(&row.bridge(), u) {

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use hostd_api::{
-    Accept, NetPolicy, NicConfig, NicCreate, NicEdit, NicInfo, Privilege, VmConfig,
+    Accept, NetPolicy, NicConfig, NicCreate, NicEdit, NicInfo, NicStats, Privilege, VmConfig,
     DEFAULT_PORT_GROUP,
 };
 use net::Mac;
@@ -206,6 +206,7 @@ impl Host {
                     ip: mac
                         .and_then(|m| self.inner.net.lease_of(m))
                         .map(|ip| ip.to_string()),
+                    stats: None,
                 }
             })
             .collect()
@@ -315,7 +316,26 @@ impl Host {
         self.require(caller, Some(name), Privilege::SystemView)?;
         let row = self.vm_row(name)?;
         let (cfg, _) = self.vm_config(&row);
-        Ok(self.nic_infos(&row, &cfg))
+        let mut nics = self.nic_infos(&row, &cfg);
+        if self.backend().running(row.id).is_some() {
+            if let Ok(vmm_api::Reply::Counters(c)) =
+                self.backend().request(row.id, vmm_api::Request::Counters)
+            {
+                for (n, k) in nics.iter_mut().zip(&c.nics) {
+                    n.stats = Some(NicStats {
+                        rx_packets: k.rx_packets,
+                        rx_bytes: k.rx_bytes,
+                        tx_packets: k.tx_packets,
+                        tx_bytes: k.tx_bytes,
+                        rx_dropped: k.rx_dropped,
+                        tx_errors: k.tx_errors,
+                        tx_forged: k.tx_forged,
+                        rx_filtered: k.rx_filtered,
+                    });
+                }
+            }
+        }
+        Ok(nics)
     }
 
     /// Writes a changed config and its inventory copy, with an event.
