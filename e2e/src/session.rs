@@ -62,6 +62,8 @@ pub struct Session {
     pub(crate) files: Vec<(PathBuf, String)>,
     pub(crate) steps: Vec<Step>,
     pub(crate) rig_memory_mib: u32,
+    /// Added to the rig's time limit (each `sh` step has 60 s).
+    pub(crate) extra_time: Duration,
 }
 
 impl Default for Session {
@@ -70,6 +72,7 @@ impl Default for Session {
             files: Vec::new(),
             steps: Vec::new(),
             rig_memory_mib: 4096,
+            extra_time: Duration::ZERO,
         }
     }
 }
@@ -103,6 +106,12 @@ impl Session {
     /// Runs a `sh` script in the working directory.
     pub fn sh(mut self, script: &str) -> Self {
         self.steps.push(Step::Sh(script.to_string()));
+        self
+    }
+
+    /// More time for the steps than their defaults (a long `sh` step).
+    pub fn extra_time(mut self, t: Duration) -> Self {
+        self.extra_time += t;
         self
     }
 
@@ -206,7 +215,7 @@ impl Session {
     pub(crate) fn run_rig(&self) -> Result<SessionOutput> {
         let (script, timeout) = self.rig_script();
         let mut opts = RigOptions {
-            timeout: timeout + Duration::from_secs(180),
+            timeout: timeout + Duration::from_secs(180) + self.extra_time,
             memory_mib: self.rig_memory_mib,
             keel_vmm: Some(keel_vmm().to_path_buf()),
             files: self

@@ -38,7 +38,11 @@ pub const DEMO_VM: &str = "demo";
 /// gives a shell on its serial console.
 pub const DEMO_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 quiet";
 const DEMO_NOTES: &str = "The test guest of `cargo xtask run`: Debian's cloud kernel and a \
-                          busybox initramfs with a shell on the serial console";
+                          busybox initramfs with a shell on the serial console; \
+                          `udhcpc -i eth0` gets an address on VM Network";
+/// The demo VM's network adapter: keeld's default port group (a shell on
+/// its console gets an address with `udhcpc -i eth0`).
+pub const DEMO_NIC: &str = "VM Network";
 /// keeld's port inside L1.
 pub const L1_PORT: u16 = 8443;
 /// How long keeld may take to listen (natively; L1 has no limit but
@@ -494,6 +498,8 @@ fn native_demo(
         &opts.memory,
         "--notes",
         DEMO_NOTES,
+        "--nic",
+        DEMO_NIC,
         "--start",
     ])?;
     if !ok {

@@ -39,6 +39,8 @@ const BUILDER_VERSION: u32 = 2;
 const GUEST_INIT: &str = include_str!("../assets/guest-init.sh");
 const POWER_BUTTON: &str = include_str!("../assets/power-button.sh");
 const PROFILE: &str = include_str!("../assets/guest-profile.sh");
+/// busybox udhcpc's default hook: `udhcpc -i eth0` configures the NIC.
+const UDHCPC_SCRIPT: &str = include_str!("../assets/udhcpc.script");
 const CMOS_TOGGLE: &str = include_str!("../assets/cmos-toggle.S");
 
 /// The Debian packages a guest is made of.
@@ -116,6 +118,24 @@ pub const SOCAT: ToolSet = ToolSet {
         "libcom-err2",
     ],
     files: &["usr/bin/socat"],
+};
+/// nftables' `nft`, for keeld's NAT rules in the rig's L1.
+pub const NFTABLES: ToolSet = ToolSet {
+    name: "nftables",
+    packages: &[
+        "nftables",
+        "libnftables1",
+        "libmnl0",
+        "libnftnl11",
+        "libxtables12",
+        "libjansson4",
+        "libgmp10",
+        "libedit2",
+        "libtinfo6",
+        "libbsd0",
+        "libmd0",
+    ],
+    files: &["usr/sbin/nft"],
 };
 pub const IPERF3: ToolSet = ToolSet {
     name: "iperf3",
@@ -416,6 +436,7 @@ fn manifest_text(unpacked: &[Unpacked], sets: &[ToolSet]) -> String {
         ("guest-init.sh", GUEST_INIT),
         ("power-button.sh", POWER_BUTTON),
         ("guest-profile.sh", PROFILE),
+        ("udhcpc.script", UDHCPC_SCRIPT),
         ("cmos-toggle.S", CMOS_TOGGLE),
     ];
     for (name, text_of) in assets {
@@ -566,6 +587,11 @@ fn initramfs(
     cpio.file("etc/acpi/PWRF/00000080", 0o755, POWER_BUTTON.as_bytes())?;
     cpio.file("bin/cmos-toggle", 0o755, cmos_toggle)?;
     cpio.file("etc/profile", 0o644, PROFILE.as_bytes())?;
+    cpio.file(
+        "usr/share/udhcpc/default.script",
+        0o755,
+        UDHCPC_SCRIPT.as_bytes(),
+    )?;
     cpio.file("init", 0o755, GUEST_INIT.as_bytes())?;
     let gz = cpio.finish()?;
     Ok(gz.finish()?)
@@ -630,7 +656,7 @@ mod tests {
 
     #[test]
     fn init_scripts_are_valid_sh() {
-        for script in [GUEST_INIT, POWER_BUTTON, PROFILE] {
+        for script in [GUEST_INIT, POWER_BUTTON, PROFILE, UDHCPC_SCRIPT] {
             let status = std::process::Command::new("sh")
                 .args(["-n", "-c", script])
                 .status()

@@ -44,8 +44,8 @@ const QEMU_VERSION: u32 = 1;
 
 /// Programs from Debian packages in L1 (busybox brings `nc`, `sha256sum`,
 /// `brctl`, `losetup`, …): iproute2's `ip`, socat, e2fsprogs (`mkfs.ext4`
-/// for scratch filesystems, e.g. the block benchmark's images) and iperf3
-/// (the network benchmark's L1 end). Their C library is the host's (below),
+/// for scratch filesystems, e.g. the block benchmark's images), iperf3
+/// (the network benchmark's L1 end) and nftables' `nft` (keeld's NAT). Their C library is the host's (below),
 /// so `libc6` is not among the packages: the guest builder checks these
 /// sets with it.
 pub const RIG_TOOLS: &[ToolSet] = &[
@@ -54,6 +54,7 @@ pub const RIG_TOOLS: &[ToolSet] = &[
     guest::SOCAT,
     guest::E2FSPROGS,
     guest::IPERF3,
+    guest::NFTABLES,
 ];
 
 /// QEMU in L1 ([`RigOptions::with_qemu`]): the host's own installed files,
@@ -67,7 +68,8 @@ const QEMU_BINARY: ToolSet = ToolSet {
 const QEMU_DATA_DIRS: &[&str] = &["usr/share/qemu", "usr/share/seabios"];
 
 /// Modules L1 loads, in order: KVM, then TAP devices, bridges and veth
-/// pairs for network tests (the package ships no modules.dep).
+/// pairs for network tests, then nftables with connection tracking and NAT
+/// for keeld's NAT networks (the package ships no modules.dep).
 pub const RIG_MODULES: &[&str] = &[
     "irqbypass",
     "kvm",
@@ -77,6 +79,16 @@ pub const RIG_MODULES: &[&str] = &[
     "stp",
     "bridge",
     "veth",
+    "libcrc32c",
+    "nfnetlink",
+    "nf_tables",
+    "nf_defrag_ipv4",
+    "nf_defrag_ipv6",
+    "nf_conntrack",
+    "nf_nat",
+    "nft_chain_nat",
+    "nft_masq",
+    "nft_ct",
 ];
 
 /// Host libraries copied into L1 so host-built binaries run unchanged.

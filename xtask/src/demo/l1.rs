@@ -50,11 +50,12 @@ pub fn l1_script(s: &L1Script) -> String {
     };
     let create = format!(
         "keel vm create {DEMO_VM} --kernel /guest/vmlinuz --initrd /guest/initramfs.cpio.gz \
-         --cmdline {} --cpus {} --memory {} --notes {} --start",
+         --cmdline {} --cpus {} --memory {} --notes {} --nic {} --start",
         q(DEMO_CMDLINE),
         s.cpus,
         q(&s.memory),
-        q(DEMO_NOTES)
+        q(DEMO_NOTES),
+        q(super::DEMO_NIC)
     );
     format!(
         r#"set -u
