@@ -129,6 +129,13 @@ impl Host {
         for n in spec {
             if let Some(tap) = &n.tap {
                 vmconfig::check_tap(tap)?;
+                // keeld's own TAPs and bridges are not for a VM to name.
+                if tap.starts_with(net::port::TAP_PREFIX) || tap.starts_with("keelbr") {
+                    return Err(CoreError::bad_request(format!(
+                        "TAP name {tap} is reserved for keeld's own interfaces ({}…, keelbr…); put the network adapter on a port group instead",
+                        net::port::TAP_PREFIX
+                    )));
+                }
             }
             let port_group = match (&n.port_group, &n.tap) {
                 (Some(pg), _) => Some(pg.clone()),

@@ -456,3 +456,18 @@ fn a_restart_recreates_missing_bridges_and_removes_stale_taps() {
         .iter()
         .any(|e| e.kind == "network.switch-recreated"));
 }
+
+#[test]
+fn keelds_own_interface_names_are_not_for_vms() {
+    let t = test_host("net-reserved-tap");
+    for tap in ["kt1n0", "keelbr1"] {
+        let mut spec = t.spec("web");
+        spec.nics.push(NicConfig {
+            tap: Some(tap.into()),
+            ..NicConfig::default()
+        });
+        let (k, m) = err_of(t.host.vm_create(&t.admin, spec));
+        assert_eq!(k, ErrorKind::BadRequest, "{m}");
+        assert!(m.contains("reserved"), "{m}");
+    }
+}
