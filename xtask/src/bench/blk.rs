@@ -198,7 +198,8 @@ cd /tmp/bench
 run_vm fill 'prefill (QEMU defaults)' FILL 2 {RUN_LIMIT_S} {fill} || exit 1
 sync
 echo "bench: images: $(ls -l /bench | grep disk | tr -s ' ' | cut -d' ' -f5,9 | tr '\n' ' ')"
-{rounds}"#,
+{rounds}# A failed last run is listed, not the rig's failure.
+true"#,
         fill = fill.join(" "),
         rounds = rounds_sh(
             &vmms(&guest_cmd()),
