@@ -144,7 +144,19 @@ impl Session {
                 let dir = guest.vmlinuz.parent().expect("guest dir").to_path_buf();
                 self.run_native(&dir)
             }
-            Runner::Rig => self.run_rig(),
+            Runner::Rig => match self.run_rig() {
+                // The rig's own L1 kernel crashing (nested SVM under TCG
+                // has panicked L1 in KVM_RUN, rarely) is the test bench
+                // failing, not the code under test: one more try, said
+                // out loud.
+                Err(e) if l1_kernel_panicked(&format!("{e:#}")) => {
+                    println!(
+                        "RIG-RETRY: the rig's L1 kernel panicked; running the session once more:\n{e:#}"
+                    );
+                    self.run_rig()
+                }
+                other => other,
+            },
         };
         Some(out.expect("running the session"))
     }
@@ -306,4 +318,10 @@ impl Drop for WorkDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Whether a failed rig run ended with L1's own kernel panicking.
+pub(crate) fn l1_kernel_panicked(err: &str) -> bool {
+    err.contains("L1 ended without reporting a status")
+        && err.contains("Kernel panic - not syncing")
 }

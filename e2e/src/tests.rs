@@ -235,3 +235,17 @@ fn driver_runs_beside_keel_vmm_and_sees_its_console() {
     assert_eq!(out.value("ALIVE").as_deref(), Some("1"), "{}", out.dump());
     assert_eq!(out.value("IT'S").as_deref(), Some("ok"), "{}", out.dump());
 }
+
+#[test]
+fn only_an_l1_kernel_panic_is_retried() {
+    use crate::session::l1_kernel_panicked;
+    let panic = "The rig's L1 ended without reporting a status (QEMU exit Some(0))\n\
+                 L1's console ended with:\n[ 55.9] Kernel panic - not syncing: corrupted stack";
+    assert!(l1_kernel_panicked(panic));
+    assert!(!l1_kernel_panicked(
+        "The rig's script failed (1): assertion"
+    ));
+    assert!(!l1_kernel_panicked(
+        "The rig's L1 ended without reporting a status (QEMU exit Some(0))"
+    ));
+}
