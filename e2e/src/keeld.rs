@@ -287,3 +287,41 @@ fn kill_vmms_of(state: &Path) {
         }
     }
 }
+
+/// The start of every script [`keeld_session`] runs: keeld on
+/// 127.0.0.1:8443 with a state directory in the working directory, `$KEELD`
+/// its pid, `$K` the CLI as admin with keeld's certificate pinned.
+const KEELD_SESSION_PRELUDE: &str = r#"set -u
+export KEEL_ADMIN_PASSWORD=rig-admin-pw KEEL_PASSWORD=rig-admin-pw KEEL_CONFIG_DIR=$PWD/cli
+chmod +x keeld keel keel-vmm
+./keeld --state-dir $PWD/state --listen 127.0.0.1:8443 --keel-vmm $PWD/keel-vmm > keeld.log 2>&1 </dev/null &
+KEELD=$!
+i=0; while ! grep -q 'listening on' keeld.log && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+FP=$(sed -n 's/.*SHA-256 \([0-9A-F:]*\)).*/\1/p' keeld.log)
+K="./keel --host https://127.0.0.1:8443 --trust-fingerprint $FP --user admin"
+"#;
+
+/// keeld with real Linux guests (natively on hardware KVM, else in the KVM
+/// rig): a session with keeld, keel and keel-vmm (stripped: the rig carries
+/// its files in RAM) and the test guest as `vmlinuz` and
+/// `initramfs.cpio.gz`, running `script` after [`KEELD_SESSION_PRELUDE`];
+/// `extra` adds to the session's time limit. None when skipped.
+pub fn keeld_session(tag: &str, script: &str, extra: Duration) -> Option<crate::SessionOutput> {
+    let tmp = std::env::temp_dir().join(format!("keel-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).expect("a temporary directory");
+    let guest = xtask::guest::build().expect("building the test guest");
+    let strip = |bin: &Path| xtask::demo::stripped(bin, &tmp).expect("stripping a binary");
+    let (keeld, keel) = bins();
+    let out = crate::Session::new()
+        .file(&strip(keeld), "keeld")
+        .file(&strip(keel), "keel")
+        .file(&strip(crate::keel_vmm()), "keel-vmm")
+        .file(&guest.vmlinuz, "vmlinuz")
+        .file(&guest.initramfs, "initramfs.cpio.gz")
+        .sh(&format!("{KEELD_SESSION_PRELUDE}{script}"))
+        .extra_time(extra)
+        .run();
+    let _ = std::fs::remove_dir_all(&tmp);
+    out
+}

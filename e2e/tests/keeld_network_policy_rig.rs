@@ -16,7 +16,9 @@
 //! guests report what they see on their consoles; everything lives and
 //! dies with L1.
 
-use e2e::{workspace_bin, Session, BASE_CMDLINE};
+use std::time::Duration;
+
+use e2e::{keeld_session, BASE_CMDLINE};
 
 /// Terse guest scripts: each travels base64-encoded on its command line.
 const HELPERS: &str = r#"cd /tmp;mkfifo h;sleep 900 >h&
@@ -68,14 +70,6 @@ echo S_TIME=$t0:$t1
 
 const SCRIPT: &str = r#"
 {
-set -u
-export KEEL_ADMIN_PASSWORD=rig-admin-pw KEEL_PASSWORD=rig-admin-pw KEEL_CONFIG_DIR=$PWD/cli
-chmod +x keeld keel keel-vmm
-./keeld --state-dir $PWD/state --listen 127.0.0.1:8443 --keel-vmm $PWD/keel-vmm > keeld.log 2>&1 </dev/null &
-KEELD=$!
-i=0; while ! grep -q 'listening on' keeld.log && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-FP=$(sed -n 's/.*SHA-256 \([0-9A-F:]*\)).*/\1/p' keeld.log)
-K="./keel --host https://127.0.0.1:8443 --trust-fingerprint $FP --user admin"
 # wait_log VM PATTERN: until the VM's console shows PATTERN (at most 150 s).
 wait_log() {
     end=$(($(date +%s) + 150))
@@ -162,14 +156,6 @@ fn cmdline(script: &str) -> String {
 
 #[test]
 fn nat_vlans_forged_transmits_and_shaping_through_keeld() {
-    let tmp = std::env::temp_dir().join(format!("keel-e2e-netpol-rig-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
-    let guest = xtask::guest::build().expect("building the test guest");
-    let strip = |bin: &std::path::Path| xtask::demo::stripped(bin, &tmp).expect("stripping");
-    let keeld = strip(&workspace_bin("keeld"));
-    let keel = strip(&workspace_bin("keel"));
-    let vmm = strip(e2e::keel_vmm());
     let script = format!(
         "CMD_C='{}'\nCMD_V1='{}'\nCMD_V2='{}'\nCMD_F='{}'\nCMD_S='{}'\n{SCRIPT}",
         cmdline(NAT_GUEST),
@@ -178,16 +164,7 @@ fn nat_vlans_forged_transmits_and_shaping_through_keeld() {
         cmdline(F_GUEST),
         cmdline(S_GUEST),
     );
-    let out = Session::new()
-        .file(&keeld, "keeld")
-        .file(&keel, "keel")
-        .file(&vmm, "keel-vmm")
-        .file(&guest.vmlinuz, "vmlinuz")
-        .file(&guest.initramfs, "initramfs.cpio.gz")
-        .sh(&script)
-        .extra_time(std::time::Duration::from_secs(420))
-        .run();
-    let _ = std::fs::remove_dir_all(&tmp);
+    let out = keeld_session("netpol-rig", &script, Duration::from_secs(420));
     let Some(out) = out else {
         return;
     };

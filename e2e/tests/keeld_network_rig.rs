@@ -5,7 +5,9 @@
 //! checksum; disconnecting a NIC with `keel vm nic disconnect` drops the
 //! guest's carrier.
 
-use e2e::{workspace_bin, Session, BASE_CMDLINE};
+use std::time::Duration;
+
+use e2e::{keeld_session, BASE_CMDLINE};
 
 /// busybox udhcpc's hook: the address it was given goes on the NIC.
 const DHCP: &str = r#"ip link set lo up;ip link set eth0 up
@@ -38,14 +40,6 @@ echo B_SEND_STATUS=$?
 "#;
 
 const SCRIPT: &str = r#"
-set -u
-export KEEL_ADMIN_PASSWORD=rig-admin-pw KEEL_PASSWORD=rig-admin-pw KEEL_CONFIG_DIR=$PWD/cli
-chmod +x keeld keel keel-vmm
-./keeld --state-dir $PWD/state --listen 127.0.0.1:8443 --keel-vmm $PWD/keel-vmm > keeld.log 2>&1 &
-KEELD=$!
-i=0; while ! grep -q 'listening on' keeld.log && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-FP=$(sed -n 's/.*SHA-256 \([0-9A-F:]*\)).*/\1/p' keeld.log)
-K="./keel --host https://127.0.0.1:8443 --trust-fingerprint $FP --user admin"
 $K network switch list
 $K vm create a --kernel $PWD/vmlinuz --initrd $PWD/initramfs.cpio.gz \
     --cmdline "$CMDLINE_A" --memory 256M --cpus 1 --nic "VM Network" --start
@@ -76,14 +70,6 @@ echo '--- keeld.log'; cat keeld.log
 
 #[test]
 fn two_vms_on_vm_network_get_dhcp_addresses_and_exchange_a_file() {
-    let tmp = std::env::temp_dir().join(format!("keel-e2e-net-rig-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
-    let guest = xtask::guest::build().expect("building the test guest");
-    let strip = |bin: &std::path::Path| xtask::demo::stripped(bin, &tmp).expect("stripping");
-    let keeld = strip(&workspace_bin("keeld"));
-    let keel = strip(&workspace_bin("keel"));
-    let vmm = strip(e2e::keel_vmm());
     // The guests' commands travel base64-encoded on their command lines.
     let a = format!(
         "{BASE_CMDLINE} {}",
@@ -94,15 +80,7 @@ fn two_vms_on_vm_network_get_dhcp_addresses_and_exchange_a_file() {
         xtask::guest::cmdline_args(&format!("{DHCP}{GUEST_B}"), e2e::Then::Wait)
     );
     let script = format!("CMDLINE_A='{a}'\nCMDLINE_B='{b}'\n{SCRIPT}");
-    let out = Session::new()
-        .file(&keeld, "keeld")
-        .file(&keel, "keel")
-        .file(&vmm, "keel-vmm")
-        .file(&guest.vmlinuz, "vmlinuz")
-        .file(&guest.initramfs, "initramfs.cpio.gz")
-        .sh(&script)
-        .run();
-    let _ = std::fs::remove_dir_all(&tmp);
+    let out = keeld_session("net-rig", &script, Duration::ZERO);
     let Some(out) = out else {
         return;
     };

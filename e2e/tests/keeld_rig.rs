@@ -4,25 +4,11 @@
 //! command typed on the console answers, and `keel vm shutdown` presses the
 //! power button, which the guest honours: the VM ends poweredOff.
 
-use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use e2e::{workspace_bin, Session, BASE_CMDLINE};
-
-/// A copy of `bin` without debug information (the rig carries its files in
-/// L1's initramfs, in RAM), as `cargo xtask run` makes them.
-fn stripped(bin: &Path, dir: &Path) -> PathBuf {
-    xtask::demo::stripped(bin, dir).expect("stripping a binary")
-}
+use e2e::{keeld_session, BASE_CMDLINE};
 
 const SCRIPT: &str = r#"
-set -u
-export KEEL_ADMIN_PASSWORD=rig-admin-pw KEEL_PASSWORD=rig-admin-pw KEEL_CONFIG_DIR=$PWD/cli
-chmod +x keeld keel keel-vmm
-./keeld --state-dir $PWD/state --listen 127.0.0.1:8443 --keel-vmm $PWD/keel-vmm > keeld.log 2>&1 &
-KEELD=$!
-i=0; while ! grep -q 'listening on' keeld.log && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-FP=$(sed -n 's/.*SHA-256 \([0-9A-F:]*\)).*/\1/p' keeld.log)
-K="./keel --host https://127.0.0.1:8443 --trust-fingerprint $FP --user admin"
 $K vm create linux --kernel $PWD/vmlinuz --initrd $PWD/initramfs.cpio.gz \
     --cmdline "$CMDLINE" --memory 256M --cpus 1 --start
 echo CREATE_STATUS=$?
@@ -43,28 +29,16 @@ echo '--- keeld.log'; cat keeld.log
 
 #[test]
 fn keeld_boots_a_linux_guest_and_the_guest_honours_shutdown() {
-    let tmp = std::env::temp_dir().join(format!("keel-e2e-keeld-rig-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
-    let guest = xtask::guest::build().expect("building the test guest");
-    let keeld = stripped(&workspace_bin("keeld"), &tmp);
-    let keel = stripped(&workspace_bin("keel"), &tmp);
-    let vmm = stripped(e2e::keel_vmm(), &tmp);
     // The guest's shell stays on the console after boot (keel.then=shell).
     let cmdline = format!(
         "{BASE_CMDLINE} {}",
         xtask::guest::cmdline_args("true", e2e::Then::Shell)
     );
-    let script = format!("CMDLINE='{cmdline}'\n{SCRIPT}");
-    let out = Session::new()
-        .file(&keeld, "keeld")
-        .file(&keel, "keel")
-        .file(&vmm, "keel-vmm")
-        .file(&guest.vmlinuz, "vmlinuz")
-        .file(&guest.initramfs, "initramfs.cpio.gz")
-        .sh(&script)
-        .run();
-    let _ = std::fs::remove_dir_all(&tmp);
+    let script = format!(
+        "CMDLINE='{cmdline}'
+{SCRIPT}"
+    );
+    let out = keeld_session("keeld-rig", &script, Duration::ZERO);
     let Some(out) = out else {
         return;
     };
