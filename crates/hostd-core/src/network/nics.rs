@@ -388,7 +388,8 @@ impl Host {
                 "VM {name} already has {MAX_NICS} network adapters"
             )));
         }
-        let mut nic = self
+        // `except: None`: this VM's own MACs count as taken too.
+        let nic = self
             .new_nics(
                 &[NicConfig {
                     port_group: req.port_group.clone(),
@@ -396,30 +397,9 @@ impl Host {
                     mac: req.mac.clone(),
                     connected: req.connected.unwrap_or(true),
                 }],
-                Some(row.id),
+                None,
             )?
             .remove(0);
-        // Another VM's MACs are checked above; this VM's own too.
-        let own: HashSet<Mac> = cfg
-            .nics
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| nic_mac(row.id, i, n))
-            .collect();
-        if nic
-            .mac
-            .as_deref()
-            .and_then(|m| m.parse().ok())
-            .is_some_and(|m: Mac| own.contains(&m))
-        {
-            if req.mac.is_some() {
-                return Err(CoreError::conflict(format!(
-                    "MAC address {} is already used on this host",
-                    nic.mac.unwrap_or_default()
-                )));
-            }
-            nic.mac = Some(self.pick_mac(None, None, &own)?);
-        }
         let index = cfg.nics.len();
         let msg = format!(
             "VM {name}: network adapter {index} added on {} ({})",
