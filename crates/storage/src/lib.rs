@@ -28,12 +28,14 @@ use vm_memory::VolatileSlice;
 mod aligned;
 mod error;
 mod fileio;
+mod lease;
 mod probe;
 mod qcow2;
 mod raw;
 
 pub use aligned::{copy_from_slices, copy_to_slices, AlignedBuf, DirectIo, DIRECT_IO_BLOCK};
 pub use error::StorageError;
+pub use lease::Lease;
 pub use probe::{probe, QCOW2_MAGIC};
 pub use qcow2::{create_qcow2, create_raw, Qcow2Disk};
 pub use raw::RawDisk;
@@ -136,13 +138,26 @@ pub trait DiskImage: Send + Sync + fmt::Debug {
     /// backing /vm/base.qcow2)`.
     fn describe(&self) -> String;
 
-    /// The open file whose bytes are the disk's bytes (byte `n` of the disk is byte `n` of the
-    /// file), for I/O that bypasses this trait (virtio-blk's io_uring path); `None` for formats
-    /// with a mapping (qcow2), whose I/O must go through the trait's methods. The descriptor
-    /// stays valid as long as the image is open. Whoever uses it must check every request
-    /// against [`DiskImage::size`] and [`DiskImage::read_only`] first, as the trait does.
+    /// The open file that [`DiskImage::map_direct`] places requests in, for I/O that bypasses
+    /// this trait (virtio-blk's io_uring path): a raw image's file (byte `n` of the disk is byte
+    /// `n` of the file), a qcow2 image's own file (its allocated clusters). The descriptor stays
+    /// valid as long as the image is open. `None`: every request goes through the trait's methods.
     fn raw_fd(&self) -> Option<BorrowedFd<'_>> {
         None
+    }
+
+    /// Where the `len` bytes at `offset` lie, in one piece, in [`DiskImage::raw_fd`]'s file, so
+    /// that they can be moved there directly; with `write`, only a place that may be written in
+    /// place. `None`: not in one piece there (qcow2: unallocated, zero, compressed or backing
+    /// data, clusters that are not contiguous, a copy-on-write cluster for a write, a discard
+    /// under way), outside the disk, or a write to a read-only disk: use the trait's methods.
+    /// The placement stays valid while the returned lease lives.
+    fn map_direct(&self, offset: u64, len: u64, write: bool) -> Option<DirectMap> {
+        let ok = check_range(offset, len, self.size()).is_ok() && !(write && self.read_only());
+        (ok && self.raw_fd().is_some()).then_some(DirectMap {
+            offset,
+            lease: None,
+        })
     }
 
     /// With [`CacheMode::None`], what [`DiskImage::raw_fd`]'s direct I/O needs: whoever does
@@ -209,6 +224,15 @@ pub trait DiskImage: Send + Sync + fmt::Debug {
     /// without it the allocation is kept (raw: `ZERO_RANGE`, then writing zeroes; qcow2: zero
     /// clusters that keep their allocation; v2 images get zero buffers written).
     fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> Result<(), StorageError>;
+}
+
+/// Where a request's bytes are in [`DiskImage::raw_fd`]'s file ([`DiskImage::map_direct`]).
+#[derive(Debug)]
+pub struct DirectMap {
+    /// The offset in that file.
+    pub offset: u64,
+    /// Keeps the placement valid until dropped (qcow2); `None` where it never moves (raw).
+    pub lease: Option<Lease>,
 }
 
 /// Checks that `len` bytes at `offset` lie inside a disk of `size` bytes (no overflow).

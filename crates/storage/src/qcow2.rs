@@ -4,26 +4,34 @@
 use std::cell::RefCell;
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use imago::file::File as ImagoFile;
 use imago::format::gate::ImplicitOpenGate;
 use imago::io_buffers::{IoVector, IoVectorMut};
 use imago::qcow2::Qcow2;
-use imago::{FormatAccess, FormatCreateBuilder, FormatDriverBuilder, StorageOpenOptions};
+use imago::{
+    FormatAccess, FormatCreateBuilder, FormatDriverBuilder, Mapping, Storage, StorageOpenOptions,
+};
 use vm_memory::VolatileSlice;
 
 use crate::fileio::{self, Lock};
+use crate::lease::Leases;
 use crate::probe::{self, Qcow2Info};
-use crate::{check_range, CacheMode, DiskImage, Format, StorageError, MAX_BACKING_DEPTH};
+use crate::{
+    check_range, CacheMode, DirectIo, DirectMap, DiskImage, Format, StorageError, MAX_BACKING_DEPTH,
+};
 
 /// A qcow2 disk image, possibly on a chain of backing images (qcow2 or raw, opened read-only).
 ///
 /// Reads and writes run concurrently from any number of threads (imago locks its metadata
 /// internally); discards and unmapping write-zeroes take the image exclusively, because they
-/// free clusters that a concurrent request could still be using.
+/// free clusters that a concurrent request could still be using. Allocated clusters of the
+/// image's own file are also handed out for direct I/O ([`DiskImage::map_direct`]), under a
+/// lease that discards and write-zeroes wait for (see [`crate::lease`]).
 pub struct Qcow2Disk {
     /// imago's image; `write()` only for discards.
     access: RwLock<FormatAccess<ImagoFile>>,
@@ -37,8 +45,12 @@ pub struct Qcow2Disk {
     info: Qcow2Info,
     /// Backing files, nearest first.
     backing: Vec<PathBuf>,
-    /// Every file of the chain is in `O_DIRECT` mode.
-    direct: bool,
+    /// Every file of the chain is in `O_DIRECT` mode, with the top file's needs.
+    direct: Option<DirectIo>,
+    /// The image's own file (a second descriptor of what imago has), for direct I/O.
+    file: fs::File,
+    /// Leases on placements handed out by `map_direct`.
+    leases: Arc<Leases>,
 }
 
 impl std::fmt::Debug for Qcow2Disk {
@@ -178,15 +190,19 @@ impl Qcow2Disk {
         cache: CacheMode,
     ) -> Result<Self, StorageError> {
         let info = probe::check_qcow2(path, &file, !read_only)?;
-        let direct = cache == CacheMode::None;
-        if direct {
-            fileio::set_direct(path, &file)?;
-        }
+        let direct = match cache {
+            CacheMode::None => Some(fileio::set_direct(path, &file)?),
+            CacheMode::Writeback => None,
+        };
+        let own = file.try_clone().map_err(|source| StorageError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let opts = StorageOpenOptions::new()
             .filename(&path)
             .write(!read_only)
-            .direct(direct);
+            .direct(direct.is_some());
         let storage =
             ImagoFile::from_open_file(file, opts).map_err(|source| StorageError::Open {
                 path: path.clone(),
@@ -196,7 +212,7 @@ impl Qcow2Disk {
         let gate = Gate {
             chain: vec![fs::canonicalize(&path).unwrap_or_else(|_| path.clone())],
             log: Rc::clone(&log),
-            direct,
+            direct: direct.is_some(),
         };
         let opened = Qcow2::<ImagoFile>::builder(storage)
             .write(!read_only)
@@ -220,6 +236,8 @@ impl Qcow2Disk {
             info,
             backing: log.opened,
             direct,
+            file: own,
+            leases: Arc::default(),
         })
     }
 
@@ -284,11 +302,46 @@ impl DiskImage for Qcow2Disk {
             s.push_str(", backing ");
             s.push_str(&b.display().to_string());
         }
-        if self.direct {
+        if self.direct.is_some() {
             s.push_str(", cache=none");
         }
         s.push(')');
         s
+    }
+
+    fn raw_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.file.as_fd())
+    }
+
+    fn map_direct(&self, offset: u64, len: u64, write: bool) -> Option<DirectMap> {
+        if len == 0 || check_range(offset, len, self.size).is_err() || (write && self.read_only) {
+            return None;
+        }
+        // Leased before looking, so that what is found stays so.
+        let lease = self.leases.lease()?;
+        let access = self.shared();
+        let (mapping, mapped) = access.get_mapping(offset, len).ok()?;
+        match mapping {
+            Mapping::Raw {
+                storage,
+                offset: at,
+                writable,
+                ..
+            } if mapped >= len
+                && (writable || !write)
+                && storage.get_filename().as_deref() == Some(self.path.as_path()) =>
+            {
+                Some(DirectMap {
+                    offset: at,
+                    lease: Some(lease),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn direct_io(&self) -> Option<DirectIo> {
+        self.direct
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), StorageError> {
@@ -366,6 +419,8 @@ impl DiskImage for Qcow2Disk {
         if len == 0 {
             return Ok(());
         }
+        // Before the metadata lock (see crate::lease).
+        let _barrier = self.leases.barrier();
         let mut access = self.access.write().unwrap_or_else(PoisonError::into_inner);
         match access.discard_to_any(offset, len) {
             // v2 images cannot discard; a discard is a hint.
@@ -383,6 +438,8 @@ impl DiskImage for Qcow2Disk {
         if len == 0 {
             return Ok(());
         }
+        // Clusters may change from data to zero: no direct I/O meanwhile (see crate::lease).
+        let _barrier = self.leases.barrier();
         let res = if may_unmap {
             let mut access = self.access.write().unwrap_or_else(PoisonError::into_inner);
             access.discard_to_zero(offset, len)

@@ -65,9 +65,10 @@ pub struct BlockOptions {
     /// Request queues (VIRTIO_BLK_F_MQ when more than one), each served by
     /// its own worker thread.
     pub num_queues: u16,
-    /// Serve a raw image's reads and writes through io_uring, many at a
-    /// time, where the kernel allows it (else, and for qcow2: one at a
-    /// time, synchronously).
+    /// Serve reads and writes through io_uring, many at a time, where the
+    /// kernel allows it and the image can place them in its file (raw: all;
+    /// qcow2: within allocated clusters); the rest one at a time,
+    /// synchronously.
     pub io_uring: bool,
 }
 

@@ -9,7 +9,8 @@
 //! ```text
 //!   queue k ── kick ──▶ worker thread `blk-<name>` / `blk-<name>-q<k>`
 //!                        pop every chain → chain::validate + request::parse_request
-//!                        raw image, io_uring: readv/writev queued to the kernel,
+//!                        io_uring: readv/writev queued to the kernel where the
+//!                          image places them (raw: all; qcow2: allocated clusters),
 //!                          up to the queue size in flight ── completion EventFd ─┐
 //!                        otherwise: preadv/pwritev on the worker; flush, discard, │
 //!                          write-zeroes, GET_ID on the worker                     │
@@ -21,7 +22,8 @@
 //! `O_DIRECT`: requests whose guest buffers are aligned as the file needs
 //! go to the kernel as they are; the others move through an aligned bounce
 //! buffer (io_uring: one per request in flight, bounded; synchronously: the
-//! image bounces them itself). qcow2 images do the same inside imago.
+//! image bounces them itself). qcow2 images do the same, their own file
+//! `O_DIRECT` too.
 //!
 //! A malformed request never panics and never touches memory outside the
 //! guest's own buffers: it is answered VIRTIO_BLK_S_IOERR (or

@@ -984,3 +984,4 @@ fn describe_names_the_disk_and_serial() {
 mod counters;
 mod direct;
 mod inflight;
+mod mapped;

@@ -1,7 +1,12 @@
-//! The io_uring engine of one virtio-blk queue on a raw image: reads and
-//! writes go to the kernel as `IORING_OP_READV`/`IORING_OP_WRITEV` straight
-//! between the image file and guest memory, many at a time, and complete in
-//! whatever order the kernel finishes them. Completions are signalled
+//! The io_uring engine of one virtio-blk queue: reads and writes go to the
+//! kernel as `IORING_OP_READV`/`IORING_OP_WRITEV` straight between the image
+//! file and guest memory, many at a time, and complete in whatever order the
+//! kernel finishes them. Where in the file is the image's answer
+//! ([`DiskImage::map_direct`]): a raw image's byte for byte, a qcow2 image's
+//! allocated clusters under a lease that the slot keeps until completion
+//! (discards wait for it); a request the image cannot place in one piece
+//! (a qcow2 cluster not allocated yet, backing data) is served
+//! synchronously by the image instead. Completions are signalled
 //! through an EventFd registered with the ring, which the queue's worker
 //! watches in its epoll loop.
 //!
@@ -33,7 +38,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
-use storage::{copy_from_slices, copy_to_slices, AlignedBuf, DirectIo, DiskImage};
+use storage::{copy_from_slices, copy_to_slices, AlignedBuf, DirectIo, DiskImage, Lease};
 use vm_memory::{GuestAddress, GuestMemoryMmap, VolatileSlice};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -62,7 +67,7 @@ pub enum UringError {
     Register(#[source] io::Error),
     #[error("The kernel's io_uring has no vectored reads and writes")]
     NoVectoredIo,
-    #[error("The image is not a raw file")]
+    #[error("The image has no file to place requests in")]
     NotRaw,
 }
 
@@ -110,9 +115,12 @@ struct Slot {
     /// The aligned buffer the data moves through instead of the guest's
     /// (direct I/O, unaligned guest buffers); kept until completion.
     bounce: Option<AlignedBuf>,
+    /// Keeps the request's place in the file from moving (qcow2) until
+    /// completion.
+    lease: Option<Lease>,
 }
 
-/// An io_uring instance serving one queue of a raw disk.
+/// An io_uring instance serving one queue of a disk.
 pub(crate) struct Uring {
     ring: IoUring,
     event: EventFd,
@@ -125,10 +133,10 @@ pub(crate) struct Uring {
     direct: Option<DirectIo>,
     /// Bytes of the bounce buffers of busy slots.
     bounce_bytes: usize,
-    /// Keep the image (its descriptor) and the guest memory (its mappings)
-    /// alive for as long as requests may be in flight: the engine is
-    /// dropped after the in-flight requests are finished.
-    _disk: Arc<dyn DiskImage>,
+    /// Places requests in its file ([`DiskImage::map_direct`]). Kept, with
+    /// the guest memory (its mappings), alive for as long as requests may
+    /// be in flight: the engine is dropped after they are finished.
+    disk: Arc<dyn DiskImage>,
     mem: GuestMemoryMmap,
 }
 
@@ -148,7 +156,7 @@ fn probe(ring: &IoUring) -> bool {
 }
 
 impl Uring {
-    /// An engine for `disk` (a raw image) with room for `entries` requests
+    /// An engine for `disk` (one with a file to place requests in) with room for `entries` requests
     /// in flight. Fails where io_uring is unavailable: an old kernel, a
     /// seccomp filter, `kernel.io_uring_disabled`, a memlock limit.
     pub(crate) fn new(
@@ -184,6 +192,7 @@ impl Uring {
                 bufs: Vec::new(),
                 iovecs: Vec::new(),
                 bounce: None,
+                lease: None,
             })
             .collect();
         Ok(Self {
@@ -195,7 +204,7 @@ impl Uring {
             unsubmitted: 0,
             direct: disk.direct_io(),
             bounce_bytes: 0,
-            _disk: disk.clone(),
+            disk: disk.clone(),
             mem: mem.clone(),
         })
     }
@@ -237,9 +246,15 @@ impl Uring {
         let Some(&k) = self.free.last() else {
             return Err(PushError::Synchronous);
         };
+        // Where the bytes are in the file; not in one piece there (a qcow2
+        // cluster not allocated yet, say): the image serves it.
+        let map = self
+            .disk
+            .map_direct(io.offset, io.span.len, io.dir == Dir::Write)
+            .ok_or(PushError::Synchronous)?;
         let mut slices = Vec::new();
         request::span_slices(mem, bufs, io.span, &mut slices).map_err(|_| PushError::Memory)?;
-        let mut bounce = self.bounce_for(&io, &slices)?;
+        let mut bounce = self.bounce_for(&io, map.offset, &slices)?;
         if bounce.is_none() && slices.len() > IOV_MAX {
             return Err(PushError::Synchronous);
         }
@@ -265,6 +280,7 @@ impl Uring {
         self.bounce_bytes += bounce.as_ref().map_or(0, AlignedBuf::len);
         // The buffer's heap memory stays where it is when it moves here.
         slot.bounce = bounce;
+        slot.lease = map.lease;
         slot.bufs.clear();
         slot.bufs.extend_from_slice(bufs);
         slot.io = io;
@@ -273,10 +289,10 @@ impl Uring {
         let fd = types::Fd(self.fd);
         let entry = match io.dir {
             Dir::Read => opcode::Readv::new(fd, slot.iovecs.as_ptr(), count)
-                .offset(io.offset)
+                .offset(map.offset)
                 .build(),
             Dir::Write => opcode::Writev::new(fd, slot.iovecs.as_ptr(), count)
-                .offset(io.offset)
+                .offset(map.offset)
                 .build(),
         }
         .user_data(k as u64);
@@ -286,11 +302,13 @@ impl Uring {
         Ok(())
     }
 
-    /// The bounce buffer `io` needs (a write's data copied in), `None` when
-    /// its guest buffers can go to the kernel as they are.
+    /// The bounce buffer `io` (at `at` in the file) needs (a write's data
+    /// copied in), `None` when its guest buffers can go to the kernel as
+    /// they are.
     fn bounce_for(
         &self,
         io: &Io,
+        at: u64,
         slices: &[VolatileSlice<'_>],
     ) -> Result<Option<AlignedBuf>, PushError> {
         let Some(d) = self.direct else {
@@ -298,7 +316,7 @@ impl Uring {
         };
         // Requests are whole sectors at sector offsets (checked when they
         // were parsed); anything else is left to the image's own bouncing.
-        if !io.offset.is_multiple_of(d.block) || !io.span.len.is_multiple_of(d.block) {
+        if !at.is_multiple_of(d.block) || !io.span.len.is_multiple_of(d.block) {
             return Err(PushError::Synchronous);
         }
         if d.slices_ok(slices) {
@@ -408,6 +426,7 @@ impl Uring {
                 if let Some(b) = s.bounce.take() {
                     self.bounce_bytes -= b.len();
                 }
+                s.lease = None;
                 self.free.push(k);
             }
         }

@@ -8,15 +8,19 @@
 //! is being served.
 //!
 //! Two engines:
-//! - io_uring (raw images, where the kernel allows it): reads and writes
+//! - io_uring (where the kernel allows it): reads and writes the image can
+//!   place in its file (raw: all; qcow2: those within allocated clusters)
 //!   are queued to the kernel ([`super::uring`]), up to the queue's size at
 //!   once, and completed in the order they finish, when the ring's EventFd
-//!   fires. Everything else (flush, discard, write-zeroes, GET_ID, errors)
-//!   is served on the spot. A flush waits until the reads and writes in
-//!   flight are done (no chain is taken meanwhile), then `fdatasync`s: what
-//!   completed before it is durable when it completes.
-//! - synchronous (qcow2, or no io_uring): each request is served in turn
-//!   with `preadv`/`pwritev` straight into guest memory.
+//!   fires. Everything else (qcow2 allocating writes and backing reads,
+//!   flush, discard, write-zeroes, GET_ID, errors) is served on the spot.
+//!   A flush waits until the reads and writes in flight are done (no chain
+//!   is taken meanwhile), then `fdatasync`s: what completed before it is
+//!   durable when it completes. Discards and write-zeroes wait the same
+//!   way: they may free qcow2 clusters that requests in flight were given
+//!   (and the image waits for the other queues' requests itself).
+//! - synchronous (no io_uring): each request is served in turn with
+//!   `preadv`/`pwritev` straight into guest memory.
 //!
 //! Pause finishes and completes what is in flight; stop (reset, drop)
 //! cancels it and waits for the kernel, without answering.
@@ -46,13 +50,13 @@ const URING_TOKEN: u64 = 1;
 const OK: u8 = VIRTIO_BLK_S_OK as u8;
 const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
 
-/// A flush taken off the ring while requests were in flight: it runs once
-/// they are done.
-#[derive(Clone, Copy)]
-struct HeldFlush {
+/// A flush, discard or write-zeroes taken off the ring while requests were
+/// in flight: it runs once they are done.
+struct Held {
     head: u16,
     status: GuestAddress,
     used_len: u32,
+    req: Request,
 }
 
 /// What became of a chain taken off the ring.
@@ -61,8 +65,8 @@ enum Taken {
     Done(u32),
     /// Handed to io_uring.
     InFlight,
-    /// A flush that must wait for the requests in flight.
-    Held(HeldFlush),
+    /// A request that must wait for the requests in flight.
+    Held(Held),
 }
 
 /// Serves one queue of one disk (`ctx.queues[0]`: each worker has one).
@@ -82,9 +86,9 @@ pub(crate) struct BlockHandler {
     uring: Option<Uring>,
     /// Chains are left on the ring until a slot frees up.
     backlog: bool,
-    /// A flush waiting for the requests in flight; no chain is taken
+    /// A request waiting for the requests in flight; no chain is taken
     /// meanwhile.
-    held: Option<HeldFlush>,
+    held: Option<Held>,
     /// Reused: completions being answered.
     reaped: Vec<(usize, i32)>,
 }
@@ -207,13 +211,14 @@ impl BlockHandler {
         q: &mut VirtQueue,
         irq: &dyn VirtioInterrupt,
     ) -> Result<(), QueueError> {
-        if let Some(h) = self.held {
+        if let Some(h) = self.held.take() {
             if self.in_flight() > 0 {
+                self.held = Some(h);
                 return Ok(());
             }
-            self.held = None;
-            let len = self.flush_now(mem, h);
-            q.add_used(mem, h.head, len)?;
+            let head = h.head;
+            let len = self.run_held(mem, h);
+            q.add_used(mem, head, len)?;
             notify(mem, q, irq, 1)?;
         }
         let size = q.size();
@@ -312,19 +317,28 @@ impl BlockHandler {
             offset,
             span,
         };
+        let wait = match (&self.uring, &req) {
+            (Some(u), Request::Flush) => !self.limits.read_only && u.in_flight() > 0,
+            // They may free qcow2 clusters the requests in flight were given:
+            // the image would wait for those leases, and they come back only
+            // when this worker answers them.
+            (Some(u), Request::Discard(_) | Request::WriteZeroes(_)) => u.in_flight() > 0,
+            _ => false,
+        };
+        if wait {
+            return Taken::Held(Held {
+                head,
+                status: status_at,
+                used_len,
+                req,
+            });
+        }
         let queued = match (&mut self.uring, &req) {
             (Some(u), Request::Read { offset, data }) => {
                 Some(u.push(mem, io(Dir::Read, *offset, *data), &self.bufs))
             }
             (Some(u), Request::Write { offset, data }) => {
                 Some(u.push(mem, io(Dir::Write, *offset, *data), &self.bufs))
-            }
-            (Some(u), Request::Flush) if !self.limits.read_only && u.in_flight() > 0 => {
-                return Taken::Held(HeldFlush {
-                    head,
-                    status: status_at,
-                    used_len,
-                })
             }
             _ => None,
         };
@@ -416,8 +430,8 @@ impl BlockHandler {
         Some((io.head, answer(mem, io.status, status, io.used_len)))
     }
 
-    /// Waits for everything in flight and answers it (and a flush held for
-    /// it), for a pause.
+    /// Waits for everything in flight and answers it (and a request held
+    /// for it), for a pause.
     fn drain(&mut self, ctx: &mut WorkerContext) -> Result<(), QueueError> {
         let WorkerContext {
             mem,
@@ -447,10 +461,11 @@ impl BlockHandler {
                 Err(e) => result = Err(e),
             }
         }
-        if let (Some(h), 0) = (self.held, self.in_flight()) {
-            self.held = None;
-            let len = self.flush_now(mem, h);
-            match q.add_used(mem, h.head, len) {
+        let idle = self.in_flight() == 0;
+        if let Some(h) = self.held.take_if(|_| idle) {
+            let head = h.head;
+            let len = self.run_held(mem, h);
+            match q.add_used(mem, head, len) {
                 Ok(()) => answered += 1,
                 Err(e) => result = Err(e),
             }
@@ -459,10 +474,11 @@ impl BlockHandler {
         result
     }
 
-    /// Runs a held flush now that nothing is in flight; its used length.
-    fn flush_now(&mut self, mem: &GuestMemoryMmap, h: HeldFlush) -> u32 {
-        let status = self.execute(mem, Request::Flush);
-        self.record(Counted::Flush, status);
+    /// Runs a held request now that nothing is in flight; its used length.
+    fn run_held(&mut self, mem: &GuestMemoryMmap, h: Held) -> u32 {
+        let kind = Counted::of(&h.req);
+        let status = self.execute(mem, h.req);
+        self.record(kind, status);
         answer(mem, h.status, status, h.used_len)
     }
 

@@ -113,7 +113,11 @@ fn engines_are_chosen_by_image_and_option() {
     storage::create_qcow2(&path, 1 << 20, None).unwrap();
     let qcow2: Arc<dyn DiskImage> = storage::open(&path, Format::Qcow2, false).unwrap().into();
     let b = Block::new(qcow2, BlockOptions::new("q")).unwrap();
-    assert_eq!(b.io_engine(), IoEngine::Sync);
+    assert_eq!(
+        b.io_engine(),
+        IoEngine::IoUring,
+        "qcow2 too (allocated clusters)"
+    );
     let mock = MockDisk::new(4096, false);
     let b = Block::new(mock, BlockOptions::new("m")).unwrap();
     assert_eq!(b.io_engine(), IoEngine::Sync);
@@ -203,6 +207,60 @@ fn a_flush_completes_after_the_writes_in_flight_and_holds_later_chains() {
     assert_eq!(pos(n * 3 + 3), usize::from(n) + 1);
     assert_eq!((status_of(&d, &flush), status_of(&d, &id)), (OK, OK));
     assert_eq!(disk.flushes.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn discards_and_write_zeroes_wait_for_the_requests_in_flight() {
+    // (They may free qcow2 clusters that requests in flight were given.)
+    let (mut d, _, peer) = socket_driver(64);
+    let reads: Vec<Req> = (0..4)
+        .map(|i| submit(&mut d, 0, i * 3, VIRTIO_BLK_T_IN, 0, Data::In(512)))
+        .collect();
+    let ranges = [(8, 8, 0)];
+    let discard = submit(
+        &mut d,
+        0,
+        12,
+        VIRTIO_BLK_T_DISCARD,
+        0,
+        Data::Ranges(&ranges),
+    );
+    let id = submit(&mut d, 0, 15, VIRTIO_BLK_T_GET_ID, 0, Data::In(20));
+    d.kick(0);
+    stays(&d, 0);
+    assert_eq!(
+        status_of(&d, &discard),
+        SENTINEL,
+        "discarded with reads in flight"
+    );
+    assert_eq!(
+        status_of(&d, &id),
+        SENTINEL,
+        "a chain after the discard ran"
+    );
+    for i in 0..4u8 {
+        peer.send(&[i; 512]).unwrap();
+    }
+    let order = heads(&mut d, 0, 6);
+    assert_eq!(&order[4..], &[12, 15], "the discard after the reads");
+    assert!(reads.iter().all(|r| status_of(&d, r) == OK));
+    assert_eq!((status_of(&d, &discard), status_of(&d, &id)), (OK, OK));
+    // Write-zeroes the same way.
+    let r = submit(&mut d, 0, 0, VIRTIO_BLK_T_IN, 0, Data::In(512));
+    let wz = submit(
+        &mut d,
+        0,
+        3,
+        VIRTIO_BLK_T_WRITE_ZEROES,
+        0,
+        Data::Ranges(&ranges),
+    );
+    d.kick(0);
+    stays(&d, 6);
+    assert_eq!(status_of(&d, &wz), SENTINEL);
+    peer.send(&[9; 512]).unwrap();
+    assert_eq!(heads(&mut d, 6, 8), vec![0, 3]);
+    assert_eq!((status_of(&d, &r), status_of(&d, &wz)), (OK, OK));
 }
 
 #[test]
