@@ -13,6 +13,7 @@ use storage::{AlignedBuf, CacheMode};
 use vm_memory::GuestMemoryMmap;
 
 use super::super::uring::{Dir, Io, PushError, Uring, MAX_BOUNCE};
+use super::hostile::hostile_requests;
 use super::*;
 use crate::block::request::Span;
 
