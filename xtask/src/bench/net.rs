@@ -46,7 +46,8 @@ fn guest_cmd() -> String {
     );
     for (key, _, flag) in DIRECTIONS {
         s.push_str(&format!(
-            "a=$(q);echo NET {key} $(timeout 120 iperf3 -c {L1_IP} -t {IPERF_SECONDS} -f m{flag}|m)\n\
+            "a=$(q);r=$(timeout 120 iperf3 -c {L1_IP} -t {IPERF_SECONDS} -f m{flag}|m)\n\
+             if [ -n \"$r\" ];then echo NET {key} $r;else echo iperf3 {key} gave no rate;fi\n\
              echo INFO irq {key} $(($(q)-a))\n"
         ));
     }
