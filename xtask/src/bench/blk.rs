@@ -89,7 +89,7 @@ pub const FORMATS: &[&str] = &["raw", "qcow2"];
 const INITRD: &str = "/guest/initramfs-bench.cpio.gz";
 /// A run (boot, then every job) is killed after this long; normally it
 /// takes about 70 s.
-const RUN_LIMIT_S: u32 = 420;
+const RUN_LIMIT_S: u32 = 240;
 
 /// fio's terse (`--minimal`) output: read IOPS and KiB/s are fields 8 and
 /// 7, write IOPS and KiB/s 49 and 48, the error 5 (1-based, `;`-separated).
