@@ -156,9 +156,10 @@ fn probe(ring: &IoUring) -> bool {
 }
 
 impl Uring {
-    /// An engine for `disk` (one with a file to place requests in) with room for `entries` requests
-    /// in flight. Fails where io_uring is unavailable: an old kernel, a
-    /// seccomp filter, `kernel.io_uring_disabled`, a memlock limit.
+    /// An engine for `disk` (one with a file to place requests in) with
+    /// room for `entries` requests in flight. Fails where io_uring is
+    /// unavailable: an old kernel, a seccomp filter,
+    /// `kernel.io_uring_disabled`, a memlock limit.
     pub(crate) fn new(
         disk: &Arc<dyn DiskImage>,
         mem: &GuestMemoryMmap,

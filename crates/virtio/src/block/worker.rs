@@ -207,7 +207,8 @@ impl BlockHandler {
 
     /// Takes every available chain (at most two rounds of the ring, then
     /// the queue kicks itself so other events get a turn); stops early when
-    /// io_uring is full or a flush must wait. The requests queued for the
+    /// io_uring is full or a request must wait for those in flight (see
+    /// [`Held`]). The requests queued for the
     /// kernel go to it together, in one system call per [`SUBMIT_BATCH`]
     /// and one at the end; what is answered on the spot goes on the used
     /// ring at once.
