@@ -79,14 +79,23 @@ fn l1_script(runs: usize) -> String {
 ip tuntap add dev {TAP} mode tap || exit 1
 ip link set {TAP} up
 ip addr add {L1_IP}/24 dev {TAP}
-iperf3 -s >/tmp/iperf3-server.log 2>&1 &
-server=$!
+server=
+# A fresh server for every run: one whose client vanished mid-test (a run
+# killed at its limit) stays busy, and every later run would fail.
+fresh_server() {{
+    [ -n "$server" ] && kill $server 2>/dev/null && wait $server 2>/dev/null
+    iperf3 -s >>/tmp/iperf3-server.log 2>&1 &
+    server=$!
+}}
 mkdir -p /tmp/bench
 cd /tmp/bench
 {RUN_VM_SH}
 {rounds}kill $server
 "#,
-        rounds = rounds_sh(&vmms(), runs, "NET", DIRECTIONS.len(), RUN_LIMIT_S),
+        rounds = rounds_sh(&vmms(), runs, "NET", DIRECTIONS.len(), RUN_LIMIT_S)
+            .lines()
+            .map(|run| format!("fresh_server\n{run}\n"))
+            .collect::<String>(),
     )
 }
 
@@ -232,9 +241,23 @@ mod tests {
         let qemu = v[1].1.join(" ");
         assert!(qemu.contains("tap,id=n0,ifname=ktap0,script=no,downscript=no,vhost=off"));
         assert!(qemu.contains("virtio-net-pci,netdev=n0,mac=02:6b:65:00:00:03"));
-        let s = l1_script(1);
+        let s = l1_script(3);
         assert!(s.contains("ip tuntap add dev ktap0 mode tap"));
         assert!(s.contains("iperf3 -s"));
+        // Every run gets a fresh server, started just before it.
+        let lines: Vec<&str> = s.lines().collect();
+        let runs: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].starts_with("run_vm "))
+            .collect();
+        assert_eq!(runs.len(), 6);
+        assert!(runs.iter().all(|&i| lines[i - 1] == "fresh_server"));
+        for script in [s.as_str(), &guest_cmd()] {
+            let status = std::process::Command::new("sh")
+                .args(["-n", "-c", script])
+                .status()
+                .unwrap();
+            assert!(status.success(), "{script}");
+        }
     }
 
     #[test]
