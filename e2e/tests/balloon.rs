@@ -25,7 +25,8 @@ done
 const DRIVER: &str = r#"
 c=keel-api-client; s=api.sock
 fail() { echo "DRIVER_FAILED=$*"; $c $s stop; exit 1; }
-mem() { grep '^MEMINFO' "$out" | tail -n 1 | sed -n "s/.*$1=\([0-9]*\).*/\1/p"; }
+# The last whole line: the newest may still be arriving on the serial port.
+mem() { grep '^MEMINFO' "$out" | sed '$d' | tail -n 1 | sed -n "s/.*$1=\([0-9]*\).*/\1/p"; }
 rss() { sed -n 's/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p' /proc/$pid/status; }
 # Waits until the status shows actual_bytes = $1.
 settle() {
@@ -137,7 +138,8 @@ fn inflating_takes_memory_from_the_guest_and_gives_it_to_the_host() {
 const REPORTING_DRIVER: &str = r#"
 c=keel-api-client; s=api.sock
 fail() { echo "DRIVER_FAILED=$*"; $c $s stop; exit 1; }
-mem() { grep '^MEMINFO' "$out" | tail -n 1 | sed -n "s/.*$1=\([0-9]*\).*/\1/p"; }
+# The last whole line: the newest may still be arriving on the serial port.
+mem() { grep '^MEMINFO' "$out" | sed '$d' | tail -n 1 | sed -n "s/.*$1=\([0-9]*\).*/\1/p"; }
 rss() { sed -n 's/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p' /proc/$pid/status; }
 reported() { $c $s status | sed -n 's/.*"reported_bytes":\([0-9]*\).*/\1/p'; }
 $c $s wait || exit 1
