@@ -210,11 +210,6 @@ impl NetHandler {
                         }
                     }
                     q.add_used(mem, head, 0)?;
-                    // Each frame, not the batch (EVENT_IDX decides): the
-                    // guest frees its buffers while the rest are sent.
-                    if q.needs_notification(mem)? {
-                        ctx.interrupt.signal_queue(q.index());
-                    }
                     served += 1;
                     if served >= budget {
                         more = true;
